@@ -1,0 +1,572 @@
+//! The lvm-compatible command line: same command names, flags and meanings
+//! as lvm2 for what ferrolvm implements.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferrolvm_metadata::ops::{self, NewLv};
+use ferrolvm_metadata::Vg;
+
+use crate::engine::{self, EngineError, PvLayout, Result};
+use crate::host::Host;
+use crate::lock::Mode;
+use crate::report::{self, Units};
+use crate::scan::scan_paths;
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrolvm", version, about = "LVM2-compatible volume management without the lvm tools")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Common {
+    /// Only use these devices (comma-separated or repeated), like lvm's --devices.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub devices: Vec<PathBuf>,
+    /// Accepted for command-line compatibility with lvm2; ferrolvm never needs it.
+    #[arg(long, global = true, hide = true)]
+    pub driverloaded: Option<String>,
+    /// Answer yes to prompts (ferrolvm never prompts).
+    #[arg(short = 'y', long = "yes", global = true)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReportArgs {
+    /// `json` or `basic`.
+    #[arg(long)]
+    pub reportformat: Option<String>,
+    /// Fields, comma-separated; a leading `+` adds to the defaults.
+    #[arg(short = 'o', long = "options")]
+    pub options: Option<String>,
+    /// h, b, s, k, m, g, t, p, e.
+    #[arg(long)]
+    pub units: Option<char>,
+    #[arg(long)]
+    pub nosuffix: bool,
+    #[arg(long)]
+    pub noheadings: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PvLayoutArgs {
+    /// Size of each metadata area (lvm size syntax, default unit MiB).
+    #[arg(long)]
+    pub metadatasize: Option<String>,
+    /// Metadata areas per PV: 0, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    pub pvmetadatacopies: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Initialise devices as physical volumes.
+    Pvcreate {
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Create a volume group.
+    Vgcreate {
+        /// Extent size (default 4 MiB).
+        #[arg(short = 's', long = "physicalextentsize")]
+        extent_size: Option<String>,
+        #[arg(long = "addtag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        vg: String,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Add physical volumes to a volume group.
+    Vgextend {
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        vg: String,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Remove a volume group (with -f, also its inactive LVs).
+    Vgremove {
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        vgs: Vec<String>,
+    },
+    Pvs {
+        #[command(flatten)]
+        report: ReportArgs,
+        names: Vec<String>,
+    },
+    Vgs {
+        #[command(flatten)]
+        report: ReportArgs,
+        names: Vec<String>,
+    },
+    Lvs {
+        #[command(flatten)]
+        report: ReportArgs,
+        /// Include hidden LVs.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+        names: Vec<String>,
+    },
+    /// Create a linear or striped logical volume.
+    Lvcreate {
+        #[arg(short = 'n', long = "name")]
+        name: Option<String>,
+        #[arg(short = 'L', long = "size")]
+        size: Option<String>,
+        #[arg(short = 'l', long = "extents")]
+        extents: Option<String>,
+        #[arg(short = 'i', long = "stripes")]
+        stripes: Option<u32>,
+        #[arg(short = 'I', long = "stripesize")]
+        stripe_size: Option<String>,
+        #[arg(long = "addtag")]
+        tags: Vec<String>,
+        /// y or n; activation needs device-mapper support (not yet available).
+        #[arg(short = 'a', long = "activate", default_value = "y")]
+        activate: String,
+        /// Zero the first 4 KiB (y|n); only meaningful with activation.
+        #[arg(short = 'Z', long = "zero")]
+        zero: Option<String>,
+        #[arg(long = "type")]
+        segtype: Option<String>,
+        #[arg(short = 's', long = "snapshot")]
+        snapshot: bool,
+        /// VG, then optionally the PVs to allocate from.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Remove logical volumes.
+    Lvremove {
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        lvs: Vec<String>,
+    },
+    /// Grow a logical volume.
+    Lvextend {
+        #[arg(short = 'L', long = "size")]
+        size: Option<String>,
+        #[arg(short = 'l', long = "extents")]
+        extents: Option<String>,
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Grow or shrink a logical volume.
+    Lvresize {
+        #[arg(short = 'L', long = "size")]
+        size: Option<String>,
+        #[arg(short = 'l', long = "extents")]
+        extents: Option<String>,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Rename a logical volume: `VG OLD NEW`, `VG/OLD NEW` or `VG/OLD VG/NEW`.
+    Lvrename {
+        #[arg(required = true, num_args = 2..=3)]
+        args: Vec<String>,
+    },
+    /// Check VG metadata consistency; --updatemetadata rewrites every copy.
+    Vgck {
+        #[arg(long)]
+        updatemetadata: bool,
+        vgs: Vec<String>,
+    },
+}
+
+/// A parsed `-L` / `-l` argument.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Bytes(u64),
+    Extents(u64),
+    PercentVg(u64),
+    PercentFree(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sign {
+    Abs,
+    Plus,
+    Minus,
+}
+
+fn usage(msg: impl Into<String>) -> EngineError {
+    EngineError::Refused(msg.into())
+}
+
+/// lvm's size syntax: `[+-]N[.N][unit]`, binary units, default MiB.
+pub fn parse_size(s: &str, default_unit: char) -> Result<(Sign, u64)> {
+    let (sign, body) = split_sign(s);
+    let idx = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
+    let (num, unit) = body.split_at(idx);
+    let value: f64 = num.parse().map_err(|_| usage(format!("invalid size {s:?}")))?;
+    let unit = unit.chars().next().unwrap_or(default_unit);
+    if unit.len_utf8() != body.len() - idx && idx != body.len() {
+        return Err(usage(format!("invalid size {s:?}")));
+    }
+    let mult: u64 = match unit.to_ascii_lowercase() {
+        'b' => 1,
+        's' => 512,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        't' => 1 << 40,
+        'p' => 1 << 50,
+        'e' => 1 << 60,
+        _ => return Err(usage(format!("invalid size unit in {s:?}"))),
+    };
+    let bytes = value * mult as f64;
+    if !(0.0..1.8e19).contains(&bytes) {
+        return Err(usage(format!("size {s:?} is out of range")));
+    }
+    Ok((sign, bytes.ceil() as u64))
+}
+
+fn split_sign(s: &str) -> (Sign, &str) {
+    if let Some(r) = s.strip_prefix('+') {
+        (Sign::Plus, r)
+    } else if let Some(r) = s.strip_prefix('-') {
+        (Sign::Minus, r)
+    } else {
+        (Sign::Abs, s)
+    }
+}
+
+fn parse_amount(size: Option<&str>, extents: Option<&str>) -> Result<(Sign, Amount)> {
+    match (size, extents) {
+        (Some(s), None) => parse_size(s, 'm').map(|(sg, b)| (sg, Amount::Bytes(b))),
+        (None, Some(e)) => {
+            let (sign, body) = split_sign(e);
+            let (num, pct) = match body.split_once('%') {
+                Some((n, p)) => (n, Some(p.to_ascii_uppercase())),
+                None => (body, None),
+            };
+            let n: u64 = num.parse().map_err(|_| usage(format!("invalid extents {e:?}")))?;
+            let a = match pct.as_deref() {
+                None => Amount::Extents(n),
+                Some("VG") => Amount::PercentVg(n),
+                Some("FREE") => Amount::PercentFree(n),
+                Some(p) => return Err(usage(format!("unsupported %{p} in -l"))),
+            };
+            Ok((sign, a))
+        }
+        (Some(_), Some(_)) => Err(usage("please specify either -L or -l, not both")),
+        (None, None) => Err(usage("please specify a size with -L or -l")),
+    }
+}
+
+fn to_extents(vg: &Vg, a: Amount) -> u64 {
+    let es = vg.extent_size as u64 * 512;
+    match a {
+        Amount::Bytes(b) => b.div_ceil(es),
+        Amount::Extents(n) => n,
+        Amount::PercentVg(p) => vg.extent_count() * p / 100,
+        Amount::PercentFree(p) => ferrolvm_metadata::alloc::FreeMap::of(vg).total() * p / 100,
+    }
+}
+
+fn split_lv(arg: &str) -> Result<(String, String)> {
+    let a = arg.trim_start_matches("/dev/");
+    a.split_once('/').map(|(v, l)| (v.to_string(), l.to_string())).ok_or_else(|| usage(format!("{arg:?}: please give VG/LV")))
+}
+
+fn pv_keys(vg: &Vg, host: &Host, paths: &[String]) -> Result<Option<Vec<String>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let scan = scan_paths(&host.candidate_devices());
+    let found = scan.vg(&vg.name).ok_or_else(|| EngineError::VgNotFound(vg.name.clone()))?;
+    let mut keys = Vec::new();
+    for p in paths {
+        let dev = scan.device_index(std::path::Path::new(p)).ok_or_else(|| usage(format!("device {p} not found")))?;
+        let pv = vg.pvs.iter().find(|pv| found.pv_devs.get(&pv.id) == Some(&dev)).ok_or_else(|| usage(format!("{p} is not in VG {}", vg.name)))?;
+        keys.push(pv.key.clone());
+    }
+    Ok(Some(keys))
+}
+
+fn layout(a: &PvLayoutArgs) -> Result<PvLayout> {
+    let metadata_size = a.metadatasize.as_deref().map(|s| parse_size(s, 'm').map(|(_, b)| b)).transpose()?;
+    Ok(PvLayout { metadata_size, copies: a.pvmetadatacopies })
+}
+
+fn print_report(kind: &str, rows: Vec<report::Row>, fields: &[String], r: &ReportArgs) {
+    if r.reportformat.as_deref() == Some("json") {
+        print!("{}", report::json(kind, &rows));
+    } else {
+        print!("{}", report::columns(&rows, fields, !r.noheadings));
+    }
+}
+
+fn units(r: &ReportArgs) -> Units {
+    Units { unit: r.units.unwrap_or('h'), suffix: !r.nosuffix }
+}
+
+fn no_activation(what: &str) -> EngineError {
+    EngineError::Refused(format!(
+        "{what} needs device-mapper activation, which this ferrolvm build does not provide yet; \
+         nothing was changed. Use -an to create the LV inactive."
+    ))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let common = cli.common;
+    let host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
+    match cli.cmd {
+        Cmd::Pvcreate { layout: l, force, pvs } => {
+            engine::pvcreate(&host, &pvs, layout(&l)?, force > 0)?;
+            for p in pvs {
+                println!("  Physical volume \"{}\" successfully created.", p.display());
+            }
+        }
+        Cmd::Vgcreate { extent_size, tags, layout: l, force: _, vg, pvs } => {
+            let es = match extent_size {
+                Some(s) => parse_size(&s, 'm')?.1 / 512,
+                None => 8192,
+            };
+            let es = u32::try_from(es).map_err(|_| usage("extent size too large"))?;
+            engine::vgcreate(&host, &vg, &pvs, es, tags, layout(&l)?)?;
+            println!("  Volume group \"{vg}\" successfully created");
+        }
+        Cmd::Vgextend { layout: l, force: _, vg, pvs } => {
+            engine::vgextend(&host, &vg, &pvs, layout(&l)?)?;
+            println!("  Volume group \"{vg}\" successfully extended");
+        }
+        Cmd::Vgremove { force, vgs } => {
+            for vg in vgs {
+                engine::vgremove(&host, &vg, force > 0)?;
+                println!("  Volume group \"{vg}\" successfully removed");
+            }
+        }
+        Cmd::Pvs { report: r, names } => {
+            let fields = report::fields(r.options.as_deref(), report::PVS_DEFAULT);
+            let _g = crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?;
+            let scan = scan_paths(&host.candidate_devices());
+            print_report("pv", report::pv_rows(&scan, &names, &fields, units(&r)), &fields, &r);
+        }
+        Cmd::Vgs { report: r, names } => {
+            let fields = report::fields(r.options.as_deref(), report::VGS_DEFAULT);
+            let _g = crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?;
+            let scan = scan_paths(&host.candidate_devices());
+            for n in &names {
+                if scan.vg(n).is_none() {
+                    return Err(EngineError::VgNotFound(n.clone()));
+                }
+            }
+            print_report("vg", report::vg_rows(&scan, &names, &fields, units(&r)), &fields, &r);
+        }
+        Cmd::Lvs { report: r, all, names } => {
+            let fields = report::fields(r.options.as_deref(), report::LVS_DEFAULT);
+            // Like lvm2: one VG is read under its lock; all VGs under the global lock.
+            let vg_names: Vec<String> = names.iter().map(|n| n.trim_start_matches("/dev/").split('/').next().unwrap_or("").to_string()).collect();
+            let _locks: Vec<_> = if vg_names.is_empty() {
+                vec![crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?]
+            } else {
+                let mut v = vg_names.clone();
+                v.sort();
+                v.dedup();
+                v.iter().map(|n| engine::lock_vg(&host, n, Mode::Shared)).collect::<Result<_>>()?
+            };
+            let scan = scan_paths(&host.candidate_devices());
+            for n in &vg_names {
+                if scan.vg(n).is_none() {
+                    return Err(EngineError::VgNotFound(n.clone()));
+                }
+            }
+            let names: Vec<String> = names.iter().map(|n| n.trim_start_matches("/dev/").to_string()).collect();
+            print_report("lv", report::lv_rows(&scan, &names, &fields, units(&r), all), &fields, &r);
+        }
+        Cmd::Lvcreate { name, size, extents, stripes, stripe_size, tags, activate, zero: _, segtype, snapshot, args } => {
+            if snapshot {
+                return Err(usage("snapshots need thin provisioning, which this ferrolvm build does not provide yet"));
+            }
+            if let Some(t) = segtype.as_deref().filter(|t| !matches!(*t, "linear" | "striped")) {
+                return Err(usage(format!("segment type {t} is not supported yet (linear and striped are)")));
+            }
+            if !matches!(activate.as_str(), "n" | "no") {
+                return Err(no_activation("creating an active LV"));
+            }
+            let (vgname, pvs) = args.split_first().ok_or_else(|| usage("please give a VG"))?;
+            let vgname = vgname.trim_start_matches("/dev/").trim_end_matches('/').to_string();
+            let (sign, amount) = parse_amount(size.as_deref(), extents.as_deref())?;
+            if sign != Sign::Abs {
+                return Err(usage("lvcreate takes an absolute size"));
+            }
+            let stripes = stripes.unwrap_or(1).max(1);
+            let stripe_size = match (stripes, stripe_size) {
+                (1, _) => None,
+                (_, Some(s)) => Some(u32::try_from(parse_size(&s, 'k')?.1 / 512).map_err(|_| usage("stripe size too large"))?),
+                (_, None) => Some(128),
+            };
+            let name = name.clone();
+            let vg = engine::modify_vg(&host, &vgname, |vg, _| {
+                let keys = pv_keys(vg, &host, pvs)?;
+                let mut n = to_extents(vg, amount);
+                n = n.div_ceil(stripes as u64) * stripes as u64;
+                let n = u32::try_from(n).map_err(|_| usage("size too large"))?;
+                let lvname = match &name {
+                    Some(n) => n.clone(),
+                    None => (0..).map(|i| format!("lvol{i}")).find(|c| vg.lv(c).is_none()).unwrap_or_default(),
+                };
+                let new = NewLv { name: lvname.clone(), id: engine::random_uuid(), tags: tags.clone(), creation_time: engine::now(), creation_host: host.hostname.clone() };
+                ops::create_lv(vg, new, n, stripes, stripe_size, keys.as_deref())?;
+                Ok(format!("Write from ferrolvm lvcreate -n {lvname} {}.", vg.name))
+            })?;
+            let created = vg.lvs.iter().rev().find(|l| name.as_ref().is_none_or(|n| &l.name == n)).map(|l| l.name.clone()).unwrap_or_default();
+            println!("  Logical volume \"{created}\" created.");
+        }
+        Cmd::Lvremove { force: _, lvs } => {
+            for arg in lvs {
+                let (vg, lv) = split_lv(&arg)?;
+                engine::modify_vg(&host, &vg, |v, _| {
+                    ops::remove_lv(v, &lv)?;
+                    Ok(format!("Write from ferrolvm lvremove {vg}/{lv}."))
+                })?;
+                println!("  Logical volume \"{lv}\" successfully removed.");
+            }
+        }
+        Cmd::Lvextend { size, extents, args } => resize(&host, size, extents, &args, true)?,
+        Cmd::Lvresize { size, extents, force: _, args } => resize(&host, size, extents, &args, false)?,
+        Cmd::Lvrename { args } => {
+            let (vg, old, new) = match args.as_slice() {
+                [vg, old, new] => (vg.clone(), old.clone(), new.clone()),
+                [a, b] => {
+                    let (vg, old) = split_lv(a)?;
+                    let new = match b.split_once('/') {
+                        Some((v2, n)) if v2 == vg => n.to_string(),
+                        Some(_) => return Err(usage("old and new LV must be in the same VG")),
+                        None => b.clone(),
+                    };
+                    (vg, old, new)
+                }
+                _ => return Err(usage("lvrename VG OLD NEW")),
+            };
+            engine::modify_vg(&host, &vg, |v, _| {
+                ops::rename_lv(v, &old, &new)?;
+                Ok(format!("Write from ferrolvm lvrename {vg}/{old} {new}."))
+            })?;
+            println!("  Renamed \"{old}\" to \"{new}\" in volume group \"{vg}\"");
+        }
+        Cmd::Vgck { updatemetadata, vgs } => vgck(&host, updatemetadata, &vgs)?,
+    }
+    Ok(())
+}
+
+fn resize(host: &Host, size: Option<String>, extents: Option<String>, args: &[String], extend_only: bool) -> Result<()> {
+    let (first, pvs) = args.split_first().ok_or_else(|| usage("please give VG/LV"))?;
+    let (vgname, lvname) = split_lv(first)?;
+    let (sign, amount) = parse_amount(size.as_deref(), extents.as_deref())?;
+    if extend_only && sign == Sign::Minus {
+        return Err(usage("lvextend cannot shrink; use lvresize"));
+    }
+    let mut msg = String::new();
+    engine::modify_vg(host, &vgname, |vg, _| {
+        let keys = pv_keys(vg, host, pvs)?;
+        let lv = vg.lv(&lvname).ok_or_else(|| usage(format!("logical volume {vgname}/{lvname} not found")))?;
+        let cur = lv.extent_count() as u64;
+        let n = to_extents(vg, amount);
+        let target = match sign {
+            Sign::Abs => n,
+            Sign::Plus => cur + n,
+            Sign::Minus => cur.checked_sub(n).filter(|&t| t > 0).ok_or_else(|| usage("cannot shrink to zero or below"))?,
+        };
+        let target = u32::try_from(target).map_err(|_| usage("size too large"))?;
+        let es = vg.extent_size as u64 * 512;
+        if target as u64 > cur {
+            ops::extend_lv(vg, &lvname, target, keys.as_deref())?;
+        } else if (target as u64) < cur {
+            if extend_only {
+                return Err(usage(format!("new size ({target} extents) is smaller than the current {cur}; use lvresize")));
+            }
+            ops::reduce_lv(vg, &lvname, target)?;
+        } else {
+            return Err(usage(format!("new size ({target} extents) matches the existing size")));
+        }
+        let now = vg.lv(&lvname).map(|l| l.extent_count() as u64).unwrap_or(0);
+        let h = Units { unit: 'h', suffix: true };
+        msg = format!("  Size of logical volume {vgname}/{lvname} changed from {} ({cur} extents) to {} ({now} extents).", h.fmt(cur * es), h.fmt(now * es));
+        Ok(format!("Write from ferrolvm lvresize {vgname}/{lvname}."))
+    })?;
+    println!("{msg}\n  Logical volume {vgname}/{lvname} successfully resized.");
+    Ok(())
+}
+
+fn vgck(host: &Host, update: bool, vgs: &[String]) -> Result<()> {
+    let scan = scan_paths(&host.candidate_devices());
+    let names: Vec<String> = if vgs.is_empty() { scan.assembly.vgs.iter().map(|v| v.vg.name.clone()).collect() } else { vgs.to_vec() };
+    let mut bad = false;
+    for name in &names {
+        let _l = engine::lock_vg(host, name, if update { Mode::Exclusive } else { Mode::Shared })?;
+        let scan = scan_paths(&host.candidate_devices());
+        let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.clone()))?;
+        if update {
+            drop(_l);
+            engine::update_metadata(host, name)?;
+            continue;
+        }
+        for c in &found.copies {
+            use ferrolvm_metadata::scan::CopyState::*;
+            let what = match &c.state {
+                Current => continue,
+                Stale { seqno } => format!("stale metadata seqno {seqno} (current {})", found.vg.seqno),
+                Bad(e) => format!("bad metadata: {e}"),
+                Mismatch => format!("metadata seqno {} differs from the other copies", found.vg.seqno),
+            };
+            eprintln!("  WARNING: {} mda {}: {what}", scan.path_of(c.dev), c.mda);
+            bad = true;
+        }
+        for id in &found.missing_pvs {
+            eprintln!("  WARNING: VG {name} is missing PV {id}");
+            bad = true;
+        }
+        if let Err(e) = found.vg.validate() {
+            eprintln!("  {e}");
+            bad = true;
+        }
+    }
+    if bad {
+        return Err(EngineError::Refused("inconsistent metadata found; see `vgck --updatemetadata`".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M", 'm').unwrap(), (Sign::Abs, 8 << 20));
+        assert_eq!(parse_size("+1.5g", 'm').unwrap(), (Sign::Plus, 3 << 29));
+        assert_eq!(parse_size("100", 'm').unwrap(), (Sign::Abs, 100 << 20));
+        assert_eq!(parse_size("64k", 'k').unwrap(), (Sign::Abs, 65536));
+        assert_eq!(parse_size("-4m", 'm').unwrap(), (Sign::Minus, 4 << 20));
+        assert!(parse_size("8Q", 'm').is_err());
+        assert!(parse_size("x", 'm').is_err());
+        assert!(parse_size("8MB", 'm').is_err());
+    }
+
+    #[test]
+    fn extents_args() {
+        assert_eq!(parse_amount(None, Some("+10")).unwrap(), (Sign::Plus, Amount::Extents(10)));
+        assert_eq!(parse_amount(None, Some("50%FREE")).unwrap(), (Sign::Abs, Amount::PercentFree(50)));
+        assert!(parse_amount(Some("1m"), Some("1")).is_err());
+    }
+}

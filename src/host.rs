@@ -1,0 +1,133 @@
+//! Host settings ferrolvm shares with lvm2: lvm.conf's locking_dir and
+//! devices file, the device list, hints. Read with the metadata crate's
+//! config parser, since lvm.conf uses the same syntax.
+
+use std::path::{Path, PathBuf};
+
+use ferrolvm_metadata::config::{self, Node, Value};
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub lock_dir: PathBuf,
+    /// `Some` restricts scanning to these devices (`--devices`, or the devices file).
+    pub devices: Option<Vec<PathBuf>>,
+    /// `/run/lvm`, where hints live.
+    pub run_dir: PathBuf,
+    pub hostname: String,
+    pub uname: String,
+}
+
+fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    // lvm.conf keeps the last of duplicate settings.
+    let node = nodes.iter().rev().find(|n| n.key == *first)?;
+    if rest.is_empty() {
+        node.as_value()
+    } else {
+        lookup(node.children()?, rest)
+    }
+}
+
+fn uname() -> (String, String) {
+    match nix::sys::utsname::uname() {
+        Ok(u) => {
+            let s = |x: &std::ffi::OsStr| x.to_string_lossy().into_owned();
+            let node = s(u.nodename());
+            let full = format!("{} {} {} {} {}", s(u.sysname()), node, s(u.release()), s(u.version()), s(u.machine()));
+            (node, full)
+        }
+        Err(_) => ("unknown".into(), "unknown".into()),
+    }
+}
+
+impl Host {
+    /// Reads `$LVM_SYSTEM_DIR/lvm.conf` (default `/etc/lvm`). `devices` is the
+    /// `--devices` list, which overrides the devices file as in lvm2.
+    pub fn load(devices: Option<Vec<PathBuf>>) -> Host {
+        let sysdir = std::env::var_os("LVM_SYSTEM_DIR").map(PathBuf::from).unwrap_or_else(|| "/etc/lvm".into());
+        let conf = std::fs::read(sysdir.join("lvm.conf")).ok().and_then(|b| config::parse(&b).ok()).unwrap_or_default();
+        let lock_dir = match lookup(&conf, &["global", "locking_dir"]) {
+            Some(Value::Str(s)) => PathBuf::from(s),
+            _ => PathBuf::from("/run/lock/lvm"),
+        };
+        let use_devicesfile = matches!(lookup(&conf, &["devices", "use_devicesfile"]), Some(Value::Int(1)));
+        let devicesfile = match lookup(&conf, &["devices", "devicesfile"]) {
+            Some(Value::Str(s)) => s.clone(),
+            _ => "system.devices".into(),
+        };
+        let devices = devices.or_else(|| {
+            if use_devicesfile {
+                read_devices_file(&sysdir.join("devices").join(devicesfile))
+            } else {
+                None
+            }
+        });
+        let (hostname, uname) = uname();
+        Host { lock_dir, devices, run_dir: "/run/lvm".into(), hostname, uname }
+    }
+
+    /// Devices to scan: the configured list, or every block device.
+    pub fn candidate_devices(&self) -> Vec<PathBuf> {
+        if let Some(d) = &self.devices {
+            return d.clone();
+        }
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/sys/class/block") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let size: u64 = std::fs::read_to_string(e.path().join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+                if size == 0 || name.starts_with("ram") || name.starts_with("zram") || name.starts_with("sr") {
+                    continue;
+                }
+                let dev = Path::new("/dev").join(&name);
+                if dev.exists() {
+                    out.push(dev);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Tells lvm2 to rescan all devices on its next command, as lvm2 does
+    /// after any change to which devices are PVs or what VGs are called.
+    pub fn invalidate_hints(&self) {
+        if self.run_dir.is_dir() {
+            let _ = std::fs::write(self.run_dir.join("newhints"), b"");
+        }
+    }
+}
+
+/// `DEVNAME=` entries of an lvm2 devices file; `None` if it does not exist
+/// (lvm2 then scans everything).
+pub fn read_devices_file(path: &Path) -> Option<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let devs = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("DEVNAME=")))
+        .filter(|d| *d != ".")
+        .map(PathBuf::from)
+        .collect();
+    Some(devs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_file_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("system.devices");
+        std::fs::write(&p, "# LVM uses devices listed in this file.\nVERSION=1.1.2\nIDTYPE=devname IDNAME=/dev/loop3 DEVNAME=/dev/loop3 PVID=abc\nIDTYPE=sys_wwid IDNAME=x DEVNAME=/dev/sdb PVID=.\n").unwrap();
+        assert_eq!(read_devices_file(&p).unwrap(), vec![PathBuf::from("/dev/loop3"), PathBuf::from("/dev/sdb")]);
+        assert!(read_devices_file(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn lvm_conf_last_value_wins() {
+        let conf = config::parse(b"global {\nlocking_dir = \"/a\"\n}\nglobal {\nlocking_dir = \"/b\"\n}\n").unwrap();
+        assert_eq!(lookup(&conf, &["global", "locking_dir"]), Some(&Value::Str("/b".into())));
+    }
+}
