@@ -60,6 +60,9 @@ pub struct PvLayoutArgs {
     /// Metadata areas per PV: 0, 1 or 2.
     #[arg(long, default_value_t = 1)]
     pub pvmetadatacopies: u32,
+    /// Alignment of the data area start (lvm size syntax, default unit KiB; default 1 MiB).
+    #[arg(long)]
+    pub dataalignment: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,9 +172,9 @@ pub enum Cmd {
     },
     /// Grow or shrink a logical volume.
     Lvresize {
-        #[arg(short = 'L', long = "size")]
+        #[arg(short = 'L', long = "size", allow_hyphen_values = true)]
         size: Option<String>,
-        #[arg(short = 'l', long = "extents")]
+        #[arg(short = 'l', long = "extents", allow_hyphen_values = true)]
         extents: Option<String>,
         #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
         force: u8,
@@ -304,7 +307,8 @@ fn pv_keys(vg: &Vg, host: &Host, paths: &[String]) -> Result<Option<Vec<String>>
 
 fn layout(a: &PvLayoutArgs) -> Result<PvLayout> {
     let metadata_size = a.metadatasize.as_deref().map(|s| parse_size(s, 'm').map(|(_, b)| b)).transpose()?;
-    Ok(PvLayout { metadata_size, copies: a.pvmetadatacopies })
+    let data_alignment = a.dataalignment.as_deref().map(|s| parse_size(s, 'k').map(|(_, b)| b)).transpose()?.unwrap_or(1 << 20);
+    Ok(PvLayout { metadata_size, copies: a.pvmetadatacopies, data_alignment })
 }
 
 fn print_report(kind: &str, rows: Vec<report::Row>, fields: &[String], r: &ReportArgs) {

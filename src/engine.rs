@@ -178,11 +178,13 @@ pub struct PvLayout {
     pub metadata_size: Option<u64>,
     /// 0, 1 or 2 (`--pvmetadatacopies`).
     pub copies: u32,
+    /// pe_start and the second mda are aligned to this (`--dataalignment`, default 1 MiB).
+    pub data_alignment: u64,
 }
 
 impl Default for PvLayout {
     fn default() -> Self {
-        PvLayout { metadata_size: None, copies: 1 }
+        PvLayout { metadata_size: None, copies: 1, data_alignment: MIB }
     }
 }
 
@@ -195,24 +197,26 @@ pub fn new_pv_label(size: u64, layout: PvLayout, id: Uuid) -> Result<(PvLabel, V
         return Err(EngineError::Refused("--pvmetadatacopies must be 0, 1 or 2".into()));
     }
     let mda_min = 32 * 1024;
-    let pe_start = match layout.metadata_size {
-        None => MIB,
-        Some(s) => (MDA0_START + s.max(mda_min)).div_ceil(MIB) * MIB,
-    };
+    let align = layout.data_alignment;
+    if align < 4096 || align % 4096 != 0 {
+        return Err(EngineError::Refused("--dataalignment must be a multiple of 4 KiB".into()));
+    }
+    // Like lvm2: the first mda fills the gap up to the aligned data start.
+    let pe_start = (MDA0_START + layout.metadata_size.unwrap_or(mda_min).max(mda_min)).div_ceil(align) * align;
     let mda0_size = pe_start - MDA0_START;
     let mut mdas = Vec::new();
     if layout.copies >= 1 {
         mdas.push(MdaHeader::empty(MDA0_START, mda0_size, false));
     }
     if layout.copies == 2 {
-        let start = size.saturating_sub(mda0_size) / MIB * MIB;
+        let start = size.saturating_sub(mda0_size) / align * align;
         if start <= pe_start {
             return Err(EngineError::Refused(format!("device of {size} bytes is too small for two metadata areas")));
         }
         mdas.push(MdaHeader::empty(start, size - start, false));
     }
     let data_end = mdas.get(1).map_or(size, |m| m.start);
-    if data_end < pe_start + MIB {
+    if data_end < pe_start + align.min(MIB) {
         return Err(EngineError::Refused(format!("device of {size} bytes is too small for a PV")));
     }
     let label = PvLabel {

@@ -38,8 +38,7 @@ impl Units {
         let v = bytes as f64 / div;
         let rounded = (v * 100.0).round() / 100.0;
         let lt = if rounded > v + 1e-9 { "<" } else { "" };
-        let shown = if lt.is_empty() { rounded } else { (v * 100.0).floor() / 100.0 };
-        format!("{lt}{shown:.2}{}", if self.suffix { c.to_string() } else { String::new() })
+        format!("{lt}{rounded:.2}{}", if self.suffix { c.to_string() } else { String::new() })
     }
 }
 

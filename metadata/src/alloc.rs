@@ -158,13 +158,14 @@ pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&S
             .filter_map(|(k, r)| r.iter().max_by_key(|&&(s, l)| (l, std::cmp::Reverse(s))).map(|&(s, l)| (k.clone(), s, l)))
             .collect();
         best.sort_by_key(|b| std::cmp::Reverse(b.2));
-        if best.len() < stripes as usize {
-            return Err(Error::NoSpace { needed: req.extents as u64, free: available });
-        }
         best.truncate(stripes as usize);
         let per = best.iter().map(|b| b.2).min().unwrap_or(0).min(left / stripes);
-        if per == 0 {
-            return Err(no_space());
+        if best.len() < stripes as usize || per == 0 {
+            return Err(Error::Request(format!(
+                "insufficient free space: {} extents in {stripes} stripes need {} free extents on each of {stripes} PVs",
+                req.extents,
+                left / stripes
+            )));
         }
         let mut areas = Vec::new();
         for (k, s, _) in &best {
@@ -183,7 +184,7 @@ pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&S
         le += per * stripes;
         left -= per * stripes;
     }
-    Ok(segs)
+    Ok(merge_adjacent(segs))
 }
 
 fn linear(le: u32, n: u32, pv: &str, pe: u32) -> Segment {
@@ -198,23 +199,33 @@ fn linear(le: u32, n: u32, pv: &str, pe: u32) -> Segment {
     }
 }
 
-/// Joins linear segments that continue each other on the same PV.
+/// Joins striped segments whose every area continues the previous
+/// segment's area on the same PV, as LVM does when it reads a VG.
 pub fn merge_adjacent(segs: Vec<Segment>) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::with_capacity(segs.len());
     for s in segs {
         if let Some(prev) = out.last_mut() {
-            if let (
-                [Area::Pv { pv: p1, pe: e1 }],
-                [Area::Pv { pv: p2, pe: e2 }],
-            ) = (prev.areas.as_slice(), s.areas.as_slice())
-            {
-                if prev.is_striped() && s.is_striped() && prev.tags.is_empty() && s.tags.is_empty() && p1 == p2 && e1 + prev.extent_count == *e2 && prev.start_extent + prev.extent_count == s.start_extent {
-                    prev.extent_count += s.extent_count;
-                    continue;
-                }
+            if continues(prev, &s) {
+                prev.extent_count += s.extent_count;
+                continue;
             }
         }
         out.push(s);
     }
     out
+}
+
+fn continues(prev: &Segment, next: &Segment) -> bool {
+    let compatible = prev.is_striped()
+        && next.is_striped()
+        && prev.tags.is_empty()
+        && next.tags.is_empty()
+        && prev.areas.len() == next.areas.len()
+        && prev.stripe_size == next.stripe_size
+        && prev.start_extent + prev.extent_count == next.start_extent;
+    compatible
+        && prev.areas.iter().zip(&next.areas).all(|(a, b)| match (a, b) {
+            (Area::Pv { pv: p1, pe: e1 }, Area::Pv { pv: p2, pe: e2 }) => p1 == p2 && e1 + prev.area_len() == *e2,
+            _ => false,
+        })
 }
