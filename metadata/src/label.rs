@@ -106,7 +106,8 @@ impl PvLabel {
         let (mut ext_version, mut ext_flags, mut bootloader_areas) = (0, 0, Vec::new());
         if pos + 8 <= SECTOR {
             ext_version = u32le(sector, pos);
-            ext_flags = u32le(sector, pos + 4);
+            // Version 0 means "no extension": its flag word means nothing.
+            ext_flags = if ext_version == 0 { 0 } else { u32le(sector, pos + 4) };
             pos += 8;
             if ext_version >= 1 {
                 bootloader_areas = read_list(sector, &mut pos)?;
@@ -228,5 +229,39 @@ mod tests {
         }
         assert!(PvLabel::decode(&s, 2).is_err());
         assert_eq!(PvLabel::find(&[0u8; 2048]).unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by fuzzing: version-0 extensions carried stray flags that did
+    /// not survive a re-encode.
+    #[test]
+    fn version_zero_extension_has_no_flags() {
+        let mut l = PvLabel::decode(&tests_sample().encode().unwrap(), 1).unwrap();
+        l.ext_version = 0;
+        let mut s = l.encode().unwrap();
+        // Stray flag word where the extension would be.
+        s[156] = 0x10;
+        let crc = crate::crc::lvm_crc(&s[20..]);
+        s[16..20].copy_from_slice(&crc.to_le_bytes());
+        let d = PvLabel::decode(&s, 1).unwrap();
+        assert_eq!(d.ext_flags, 0);
+        assert_eq!(PvLabel::decode(&d.encode().unwrap(), 1).unwrap(), d);
+    }
+
+    fn tests_sample() -> PvLabel {
+        PvLabel {
+            sector: 1,
+            pv_uuid: Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap(),
+            device_size: 1 << 26,
+            data_areas: vec![DiskLocn { offset: 1 << 20, size: 0 }],
+            metadata_areas: vec![DiskLocn { offset: 4096, size: 1044480 }, DiskLocn { offset: 66060288, size: 1 << 20 }],
+            ext_version: 2,
+            ext_flags: PV_EXT_USED,
+            bootloader_areas: vec![],
+        }
     }
 }

@@ -12,6 +12,14 @@ use crate::{names, Error, Uuid};
 
 pub const VG_STATUS: &[&str] = &["EXPORTED", "RESIZEABLE", "PVMOVE", "READ", "WRITE", "CLUSTERED", "SHARED", "PARTIAL"];
 pub const PV_STATUS: &[&str] = &["ALLOCATABLE", "EXPORTED", "MISSING"];
+const VG_KEYS: &[&str] = &[
+    "id", "seqno", "format", "status", "flags", "tags", "system_id", "lock_type", "lock_args", "extent_size", "max_lv", "max_pv",
+    "allocation_policy", "profile", "metadata_copies", "physical_volumes", "logical_volumes",
+];
+const PV_KEYS: &[&str] = &["id", "device", "status", "flags", "tags", "dev_size", "pe_start", "pe_count"];
+const LV_KEYS: &[&str] = &[
+    "id", "status", "flags", "tags", "creation_time", "creation_host", "allocation_policy", "read_ahead", "major", "minor", "segment_count",
+];
 /// LV status words of plain linear/striped LVs that ferrolvm may modify.
 const MANAGED_LV_STATUS: &[&str] = &["READ", "WRITE", "VISIBLE", "FIXED_MINOR"];
 
@@ -176,8 +184,14 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new(nodes: &'a [Node], src: &'a [u8], what: &'static str) -> Self {
-        Fields { nodes, src, used: HashSet::new(), what }
+    /// Refuses sections with a repeated key: LVM would silently use the
+    /// first, and a VG read that way is not one ferrolvm may write back.
+    fn new(nodes: &'a [Node], src: &'a [u8], what: &'static str) -> Result<Self, Error> {
+        let mut seen = HashSet::new();
+        if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.key.as_str())) {
+            return Err(Error::Invalid(format!("{what} section repeats the key {:?}", dup.key)));
+        }
+        Ok(Fields { nodes, src, used: HashSet::new(), what })
     }
 
     fn take(&mut self, key: &str) -> Option<&'a Node> {
@@ -190,8 +204,38 @@ impl<'a> Fields<'a> {
         Error::MissingField { section: self.what, key }
     }
 
+    /// A known key that must be a value, not a section.
     fn value(&mut self, key: &str) -> Option<&'a Value> {
-        self.take(key).and_then(|n| n.as_value())
+        match self.take(key) {
+            Some(n) => match n.as_value() {
+                Some(v) => Some(v),
+                // Leave it untaken so it is neither lost nor misread: the
+                // kind check in `section`/`finish` reports it.
+                None => {
+                    self.used.retain(|&i| self.nodes[i].key != key);
+                    None
+                }
+            },
+            None => None,
+        }
+    }
+
+    /// A known key that must be a section, if present.
+    fn section(&mut self, key: &'static str) -> Result<Option<&'a [Node]>, Error> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(n) => n.children().map(Some).ok_or(Error::BadField { section: self.what, key, why: "expected a section" }),
+        }
+    }
+
+    /// Fails if a known key was present with the wrong kind.
+    fn check_kinds(&self, known: &[&str]) -> Result<(), Error> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.used.contains(&i) && known.contains(&n.key.as_str()) {
+                return Err(Error::Invalid(format!("{} key {:?} has the wrong kind (section vs value)", self.what, n.key)));
+            }
+        }
+        Ok(())
     }
 
     fn str_opt(&mut self, key: &'static str) -> Result<Option<String>, Error> {
@@ -276,7 +320,7 @@ impl Vg {
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
         let text = &text[..end];
         let nodes = config::parse(text)?;
-        let mut top = Fields::new(&nodes, text, "top level");
+        let mut top = Fields::new(&nodes, text, "top level")?;
         match top.str_opt("contents")? {
             Some(c) if c == "Text Format Volume Group" => {}
             _ => return Err(Error::NotVgMetadata("missing or wrong 'contents'")),
@@ -294,7 +338,7 @@ impl Vg {
 
     fn from_node(node: &Node, src: &[u8]) -> Result<Vg, Error> {
         let children = node.children().unwrap_or(&[]);
-        let mut f = Fields::new(children, src, "VG");
+        let mut f = Fields::new(children, src, "VG")?;
         let id = f.uuid()?;
         let seqno = f.uint("seqno")?;
         let format = f.str_opt("format")?;
@@ -314,14 +358,14 @@ impl Vg {
         let allocation_policy = f.str_opt("allocation_policy")?;
         let profile = f.str_opt("profile")?;
         let metadata_copies = f.uint_opt("metadata_copies")?;
-        let pv_section = f.take("physical_volumes").and_then(|n| n.children()).ok_or_else(|| f.missing("physical_volumes"))?;
+        let pv_section = f.section("physical_volumes")?.ok_or_else(|| f.missing("physical_volumes"))?;
         let mut pvs = Vec::new();
         for n in pv_section {
             let c = n.children().ok_or(Error::BadField { section: "physical_volumes", key: "pv", why: "expected a section" })?;
             pvs.push(Pv::from_nodes(&n.key, c, src)?);
         }
         let mut lvs = Vec::new();
-        if let Some(lv_section) = f.take("logical_volumes").and_then(|n| n.children()) {
+        if let Some(lv_section) = f.section("logical_volumes")? {
             for n in lv_section {
                 let c = n.children().ok_or(Error::BadField { section: "logical_volumes", key: "lv", why: "expected a section" })?;
                 lvs.push(Lv::from_nodes(&n.key, c, &src[n.span.clone()], src, &pvs)?);
@@ -330,9 +374,11 @@ impl Vg {
         let mut historical = None;
         let mut historical_names = Vec::new();
         if let Some(h) = f.take("historical_logical_volumes") {
+            let c = h.children().ok_or(Error::BadField { section: "VG", key: "historical_logical_volumes", why: "expected a section" })?;
             historical = Some(String::from_utf8_lossy(&src[h.span.clone()]).into_owned());
-            historical_names = h.children().unwrap_or(&[]).iter().map(|n| n.key.clone()).collect();
+            historical_names = c.iter().map(|n| n.key.clone()).collect();
         }
+        f.check_kinds(VG_KEYS)?;
         let vg = Vg {
             name: node.key.clone(),
             id,
@@ -476,7 +522,7 @@ impl Vg {
 
 impl Pv {
     fn from_nodes(key: &str, nodes: &[Node], src: &[u8]) -> Result<Pv, Error> {
-        let mut f = Fields::new(nodes, src, "PV");
+        let mut f = Fields::new(nodes, src, "PV")?;
         let id = f.uuid()?;
         let device = f.str_opt("device")?;
         let status = f.str_list("status")?.ok_or_else(|| f.missing("status"))?;
@@ -486,13 +532,14 @@ impl Pv {
         let dev_size = f.uint_opt("dev_size")?.unwrap_or(0);
         let pe_start = f.uint("pe_start")?;
         let pe_count = f.uint("pe_count")?;
+        f.check_kinds(PV_KEYS)?;
         Ok(Pv { key: key.to_string(), id, device, status, flags, tags, dev_size, pe_start, pe_count, extras: f.extras() })
     }
 }
 
 impl Lv {
     fn from_nodes(name: &str, nodes: &[Node], own_src: &[u8], src: &[u8], pvs: &[Pv]) -> Result<Lv, Error> {
-        let mut f = Fields::new(nodes, src, "LV");
+        let mut f = Fields::new(nodes, src, "LV")?;
         let id = f.uuid()?;
         let status = f.str_list("status")?.ok_or_else(|| f.missing("status"))?;
         let flags = f.str_list("flags")?.unwrap_or_default();
@@ -504,6 +551,7 @@ impl Lv {
         let major = f.int_opt("major")?;
         let minor = f.int_opt("minor")?;
         let segment_count: u32 = f.uint("segment_count")?;
+        f.check_kinds(LV_KEYS)?;
         let mut seg_nodes: Vec<&Node> = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
             if matches!(n.value, NodeValue::Section(_)) {
@@ -550,16 +598,19 @@ impl Lv {
 impl Segment {
     /// Returns the segment and whether ferrolvm understands all of it.
     fn from_nodes(nodes: &[Node], src: &[u8], pvs: &[Pv]) -> Result<(Segment, bool), Error> {
-        let mut f = Fields::new(nodes, src, "segment");
+        let mut f = Fields::new(nodes, src, "segment")?;
         let start_extent = f.uint("start_extent")?;
         let extent_count = f.uint("extent_count")?;
         let segtype = f.str_req("type")?;
         let tags = f.str_list("tags")?.unwrap_or_default();
+        f.check_kinds(&["start_extent", "extent_count", "type", "tags"])?;
         let mut seg = Segment { start_extent, extent_count, segtype, stripe_size: None, areas: Vec::new(), tags, fields: Vec::new() };
         if seg.segtype == "striped" {
             let stripe_count: u32 = f.uint("stripe_count")?;
             seg.stripe_size = f.uint_opt("stripe_size")?;
-            let Some(Value::Array(items)) = f.value("stripes") else {
+            let stripes = f.value("stripes");
+            f.check_kinds(&["stripe_count", "stripe_size", "stripes"])?;
+            let Some(Value::Array(items)) = stripes else {
                 return Err(f.missing("stripes"));
             };
             seg.areas = area_pairs(items).ok_or(Error::BadField { section: "segment", key: "stripes", why: "expected name, extent pairs" })?;

@@ -78,3 +78,16 @@ fn empty_vg_round_trips() {
     let out = vg.to_text(&trailer());
     assert_eq!(String::from_utf8_lossy(vg_block(&out)), String::from_utf8_lossy(vg_block(text)));
 }
+
+/// Found by fuzzing: a value and a section sharing a known name made the
+/// reader drop the LVs. Such text is refused, never half-read.
+#[test]
+fn repeated_or_mistyped_keys_are_refused() {
+    let text = String::from_utf8(include_bytes!("fixtures/lvm2-striped-multiseg.txt").to_vec()).unwrap();
+    let dup = text.replacen("metadata_copies = 0\n", "metadata_copies = 0\nlogical_volumes = 0\n", 1);
+    assert!(matches!(Vg::from_text(dup.as_bytes()), Err(ferrolvm_metadata::Error::Invalid(_))));
+    let mistyped = text.replacen("flags = []\nextent_size", "flags {\n}\nextent_size", 1);
+    assert!(Vg::from_text(mistyped.as_bytes()).is_err());
+    let dup_seqno = text.replacen("seqno = 4\n", "seqno = 4\nseqno = 9\n", 1);
+    assert!(Vg::from_text(dup_seqno.as_bytes()).is_err());
+}
