@@ -14,7 +14,11 @@ use crate::report::{self, Units};
 use crate::scan::scan_paths;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrolvm", version, about = "LVM2-compatible volume management without the lvm tools")]
+#[command(
+    name = "ferrolvm",
+    version,
+    about = "LVM2-compatible volume management without the lvm tools"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -217,9 +221,13 @@ fn usage(msg: impl Into<String>) -> EngineError {
 /// lvm's size syntax: `[+-]N[.N][unit]`, binary units, default MiB.
 pub fn parse_size(s: &str, default_unit: char) -> Result<(Sign, u64)> {
     let (sign, body) = split_sign(s);
-    let idx = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
+    let idx = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
     let (num, unit) = body.split_at(idx);
-    let value: f64 = num.parse().map_err(|_| usage(format!("invalid size {s:?}")))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| usage(format!("invalid size {s:?}")))?;
     let unit = unit.chars().next().unwrap_or(default_unit);
     if unit.len_utf8() != body.len() - idx && idx != body.len() {
         return Err(usage(format!("invalid size {s:?}")));
@@ -261,7 +269,9 @@ fn parse_amount(size: Option<&str>, extents: Option<&str>) -> Result<(Sign, Amou
                 Some((n, p)) => (n, Some(p.to_ascii_uppercase())),
                 None => (body, None),
             };
-            let n: u64 = num.parse().map_err(|_| usage(format!("invalid extents {e:?}")))?;
+            let n: u64 = num
+                .parse()
+                .map_err(|_| usage(format!("invalid extents {e:?}")))?;
             let a = match pct.as_deref() {
                 None => Amount::Extents(n),
                 Some("VG") => Amount::PercentVg(n),
@@ -287,7 +297,9 @@ fn to_extents(vg: &Vg, a: Amount) -> u64 {
 
 fn split_lv(arg: &str) -> Result<(String, String)> {
     let a = arg.trim_start_matches("/dev/");
-    a.split_once('/').map(|(v, l)| (v.to_string(), l.to_string())).ok_or_else(|| usage(format!("{arg:?}: please give VG/LV")))
+    a.split_once('/')
+        .map(|(v, l)| (v.to_string(), l.to_string()))
+        .ok_or_else(|| usage(format!("{arg:?}: please give VG/LV")))
 }
 
 fn pv_keys(vg: &Vg, host: &Host, paths: &[String]) -> Result<Option<Vec<String>>> {
@@ -295,20 +307,41 @@ fn pv_keys(vg: &Vg, host: &Host, paths: &[String]) -> Result<Option<Vec<String>>
         return Ok(None);
     }
     let scan = scan_paths(&host.candidate_devices());
-    let found = scan.vg(&vg.name).ok_or_else(|| EngineError::VgNotFound(vg.name.clone()))?;
+    let found = scan
+        .vg(&vg.name)
+        .ok_or_else(|| EngineError::VgNotFound(vg.name.clone()))?;
     let mut keys = Vec::new();
     for p in paths {
-        let dev = scan.device_index(std::path::Path::new(p)).ok_or_else(|| usage(format!("device {p} not found")))?;
-        let pv = vg.pvs.iter().find(|pv| found.pv_devs.get(&pv.id) == Some(&dev)).ok_or_else(|| usage(format!("{p} is not in VG {}", vg.name)))?;
+        let dev = scan
+            .device_index(std::path::Path::new(p))
+            .ok_or_else(|| usage(format!("device {p} not found")))?;
+        let pv = vg
+            .pvs
+            .iter()
+            .find(|pv| found.pv_devs.get(&pv.id) == Some(&dev))
+            .ok_or_else(|| usage(format!("{p} is not in VG {}", vg.name)))?;
         keys.push(pv.key.clone());
     }
     Ok(Some(keys))
 }
 
 fn layout(a: &PvLayoutArgs) -> Result<PvLayout> {
-    let metadata_size = a.metadatasize.as_deref().map(|s| parse_size(s, 'm').map(|(_, b)| b)).transpose()?;
-    let data_alignment = a.dataalignment.as_deref().map(|s| parse_size(s, 'k').map(|(_, b)| b)).transpose()?.unwrap_or(1 << 20);
-    Ok(PvLayout { metadata_size, copies: a.pvmetadatacopies, data_alignment })
+    let metadata_size = a
+        .metadatasize
+        .as_deref()
+        .map(|s| parse_size(s, 'm').map(|(_, b)| b))
+        .transpose()?;
+    let data_alignment = a
+        .dataalignment
+        .as_deref()
+        .map(|s| parse_size(s, 'k').map(|(_, b)| b))
+        .transpose()?
+        .unwrap_or(1 << 20);
+    Ok(PvLayout {
+        metadata_size,
+        copies: a.pvmetadatacopies,
+        data_alignment,
+    })
 }
 
 fn print_report(kind: &str, rows: Vec<report::Row>, fields: &[String], r: &ReportArgs) {
@@ -320,7 +353,10 @@ fn print_report(kind: &str, rows: Vec<report::Row>, fields: &[String], r: &Repor
 }
 
 fn units(r: &ReportArgs) -> Units {
-    Units { unit: r.units.unwrap_or('h'), suffix: !r.nosuffix }
+    Units {
+        unit: r.units.unwrap_or('h'),
+        suffix: !r.nosuffix,
+    }
 }
 
 fn no_activation(what: &str) -> EngineError {
@@ -334,13 +370,27 @@ pub fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
     let host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
     match cli.cmd {
-        Cmd::Pvcreate { layout: l, force, pvs } => {
+        Cmd::Pvcreate {
+            layout: l,
+            force,
+            pvs,
+        } => {
             engine::pvcreate(&host, &pvs, layout(&l)?, force > 0)?;
             for p in pvs {
-                println!("  Physical volume \"{}\" successfully created.", p.display());
+                println!(
+                    "  Physical volume \"{}\" successfully created.",
+                    p.display()
+                );
             }
         }
-        Cmd::Vgcreate { extent_size, tags, layout: l, force: _, vg, pvs } => {
+        Cmd::Vgcreate {
+            extent_size,
+            tags,
+            layout: l,
+            force: _,
+            vg,
+            pvs,
+        } => {
             let es = match extent_size {
                 Some(s) => parse_size(&s, 'm')?.1 / 512,
                 None => 8192,
@@ -349,7 +399,12 @@ pub fn run(cli: Cli) -> Result<()> {
             engine::vgcreate(&host, &vg, &pvs, es, tags, layout(&l)?)?;
             println!("  Volume group \"{vg}\" successfully created");
         }
-        Cmd::Vgextend { layout: l, force: _, vg, pvs } => {
+        Cmd::Vgextend {
+            layout: l,
+            force: _,
+            vg,
+            pvs,
+        } => {
             engine::vgextend(&host, &vg, &pvs, layout(&l)?)?;
             println!("  Volume group \"{vg}\" successfully extended");
         }
@@ -361,32 +416,76 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Pvs { report: r, names } => {
             let fields = report::fields(r.options.as_deref(), report::PVS_DEFAULT);
-            let _g = crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?;
+            let _g =
+                crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| {
+                    EngineError::Lock {
+                        name: "P_global".into(),
+                        source,
+                    }
+                })?;
             let scan = scan_paths(&host.candidate_devices());
-            print_report("pv", report::pv_rows(&scan, &names, &fields, units(&r)), &fields, &r);
+            print_report(
+                "pv",
+                report::pv_rows(&scan, &names, &fields, units(&r)),
+                &fields,
+                &r,
+            );
         }
         Cmd::Vgs { report: r, names } => {
             let fields = report::fields(r.options.as_deref(), report::VGS_DEFAULT);
-            let _g = crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?;
+            let _g =
+                crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| {
+                    EngineError::Lock {
+                        name: "P_global".into(),
+                        source,
+                    }
+                })?;
             let scan = scan_paths(&host.candidate_devices());
             for n in &names {
                 if scan.vg(n).is_none() {
                     return Err(EngineError::VgNotFound(n.clone()));
                 }
             }
-            print_report("vg", report::vg_rows(&scan, &names, &fields, units(&r)), &fields, &r);
+            print_report(
+                "vg",
+                report::vg_rows(&scan, &names, &fields, units(&r)),
+                &fields,
+                &r,
+            );
         }
-        Cmd::Lvs { report: r, all, names } => {
+        Cmd::Lvs {
+            report: r,
+            all,
+            names,
+        } => {
             let fields = report::fields(r.options.as_deref(), report::LVS_DEFAULT);
             // Like lvm2: one VG is read under its lock; all VGs under the global lock.
-            let vg_names: Vec<String> = names.iter().map(|n| n.trim_start_matches("/dev/").split('/').next().unwrap_or("").to_string()).collect();
+            let vg_names: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    n.trim_start_matches("/dev/")
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
             let _locks: Vec<_> = if vg_names.is_empty() {
-                vec![crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| EngineError::Lock { name: "P_global".into(), source })?]
+                vec![
+                    crate::lock::LvmLock::global(&host.lock_dir, Mode::Shared).map_err(
+                        |source| EngineError::Lock {
+                            name: "P_global".into(),
+                            source,
+                        },
+                    )?,
+                ]
             } else {
                 let mut v = vg_names.clone();
                 v.sort();
                 v.dedup();
-                v.iter().map(|n| engine::lock_vg(&host, n, Mode::Shared)).collect::<Result<_>>()?
+                v.iter()
+                    .map(|n| engine::lock_vg(&host, n, Mode::Shared))
+                    .collect::<Result<_>>()?
             };
             let scan = scan_paths(&host.candidate_devices());
             for n in &vg_names {
@@ -394,21 +493,51 @@ pub fn run(cli: Cli) -> Result<()> {
                     return Err(EngineError::VgNotFound(n.clone()));
                 }
             }
-            let names: Vec<String> = names.iter().map(|n| n.trim_start_matches("/dev/").to_string()).collect();
-            print_report("lv", report::lv_rows(&scan, &names, &fields, units(&r), all), &fields, &r);
+            let names: Vec<String> = names
+                .iter()
+                .map(|n| n.trim_start_matches("/dev/").to_string())
+                .collect();
+            print_report(
+                "lv",
+                report::lv_rows(&scan, &names, &fields, units(&r), all),
+                &fields,
+                &r,
+            );
         }
-        Cmd::Lvcreate { name, size, extents, stripes, stripe_size, tags, activate, zero: _, segtype, snapshot, args } => {
+        Cmd::Lvcreate {
+            name,
+            size,
+            extents,
+            stripes,
+            stripe_size,
+            tags,
+            activate,
+            zero: _,
+            segtype,
+            snapshot,
+            args,
+        } => {
             if snapshot {
                 return Err(usage("snapshots need thin provisioning, which this ferrolvm build does not provide yet"));
             }
-            if let Some(t) = segtype.as_deref().filter(|t| !matches!(*t, "linear" | "striped")) {
-                return Err(usage(format!("segment type {t} is not supported yet (linear and striped are)")));
+            if let Some(t) = segtype
+                .as_deref()
+                .filter(|t| !matches!(*t, "linear" | "striped"))
+            {
+                return Err(usage(format!(
+                    "segment type {t} is not supported yet (linear and striped are)"
+                )));
             }
             if !matches!(activate.as_str(), "n" | "no") {
                 return Err(no_activation("creating an active LV"));
             }
-            let (vgname, pvs) = args.split_first().ok_or_else(|| usage("please give a VG"))?;
-            let vgname = vgname.trim_start_matches("/dev/").trim_end_matches('/').to_string();
+            let (vgname, pvs) = args
+                .split_first()
+                .ok_or_else(|| usage("please give a VG"))?;
+            let vgname = vgname
+                .trim_start_matches("/dev/")
+                .trim_end_matches('/')
+                .to_string();
             let (sign, amount) = parse_amount(size.as_deref(), extents.as_deref())?;
             if sign != Sign::Abs {
                 return Err(usage("lvcreate takes an absolute size"));
@@ -416,7 +545,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let stripes = stripes.unwrap_or(1).max(1);
             let stripe_size = match (stripes, stripe_size) {
                 (1, _) => None,
-                (_, Some(s)) => Some(u32::try_from(parse_size(&s, 'k')?.1 / 512).map_err(|_| usage("stripe size too large"))?),
+                (_, Some(s)) => Some(
+                    u32::try_from(parse_size(&s, 'k')?.1 / 512)
+                        .map_err(|_| usage("stripe size too large"))?,
+                ),
                 (_, None) => Some(128),
             };
             let name = name.clone();
@@ -427,13 +559,31 @@ pub fn run(cli: Cli) -> Result<()> {
                 let n = u32::try_from(n).map_err(|_| usage("size too large"))?;
                 let lvname = match &name {
                     Some(n) => n.clone(),
-                    None => (0..).map(|i| format!("lvol{i}")).find(|c| vg.lv(c).is_none()).unwrap_or_default(),
+                    None => (0..)
+                        .map(|i| format!("lvol{i}"))
+                        .find(|c| vg.lv(c).is_none())
+                        .unwrap_or_default(),
                 };
-                let new = NewLv { name: lvname.clone(), id: engine::random_uuid(), tags: tags.clone(), creation_time: engine::now(), creation_host: host.hostname.clone() };
+                let new = NewLv {
+                    name: lvname.clone(),
+                    id: engine::random_uuid(),
+                    tags: tags.clone(),
+                    creation_time: engine::now(),
+                    creation_host: host.hostname.clone(),
+                };
                 ops::create_lv(vg, new, n, stripes, stripe_size, keys.as_deref())?;
-                Ok(format!("Write from ferrolvm lvcreate -n {lvname} {}.", vg.name))
+                Ok(format!(
+                    "Write from ferrolvm lvcreate -n {lvname} {}.",
+                    vg.name
+                ))
             })?;
-            let created = vg.lvs.iter().rev().find(|l| name.as_ref().is_none_or(|n| &l.name == n)).map(|l| l.name.clone()).unwrap_or_default();
+            let created = vg
+                .lvs
+                .iter()
+                .rev()
+                .find(|l| name.as_ref().is_none_or(|n| &l.name == n))
+                .map(|l| l.name.clone())
+                .unwrap_or_default();
             println!("  Logical volume \"{created}\" created.");
         }
         Cmd::Lvremove { force: _, lvs } => {
@@ -446,8 +596,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("  Logical volume \"{lv}\" successfully removed.");
             }
         }
-        Cmd::Lvextend { size, extents, args } => resize(&host, size, extents, &args, true)?,
-        Cmd::Lvresize { size, extents, force: _, args } => resize(&host, size, extents, &args, false)?,
+        Cmd::Lvextend {
+            size,
+            extents,
+            args,
+        } => resize(&host, size, extents, &args, true)?,
+        Cmd::Lvresize {
+            size,
+            extents,
+            force: _,
+            args,
+        } => resize(&host, size, extents, &args, false)?,
         Cmd::Lvrename { args } => {
             let (vg, old, new) = match args.as_slice() {
                 [vg, old, new] => (vg.clone(), old.clone(), new.clone()),
@@ -468,13 +627,24 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             println!("  Renamed \"{old}\" to \"{new}\" in volume group \"{vg}\"");
         }
-        Cmd::Vgck { updatemetadata, vgs } => vgck(&host, updatemetadata, &vgs)?,
+        Cmd::Vgck {
+            updatemetadata,
+            vgs,
+        } => vgck(&host, updatemetadata, &vgs)?,
     }
     Ok(())
 }
 
-fn resize(host: &Host, size: Option<String>, extents: Option<String>, args: &[String], extend_only: bool) -> Result<()> {
-    let (first, pvs) = args.split_first().ok_or_else(|| usage("please give VG/LV"))?;
+fn resize(
+    host: &Host,
+    size: Option<String>,
+    extents: Option<String>,
+    args: &[String],
+    extend_only: bool,
+) -> Result<()> {
+    let (first, pvs) = args
+        .split_first()
+        .ok_or_else(|| usage("please give VG/LV"))?;
     let (vgname, lvname) = split_lv(first)?;
     let (sign, amount) = parse_amount(size.as_deref(), extents.as_deref())?;
     if extend_only && sign == Sign::Minus {
@@ -483,13 +653,18 @@ fn resize(host: &Host, size: Option<String>, extents: Option<String>, args: &[St
     let mut msg = String::new();
     engine::modify_vg(host, &vgname, |vg, _| {
         let keys = pv_keys(vg, host, pvs)?;
-        let lv = vg.lv(&lvname).ok_or_else(|| usage(format!("logical volume {vgname}/{lvname} not found")))?;
+        let lv = vg
+            .lv(&lvname)
+            .ok_or_else(|| usage(format!("logical volume {vgname}/{lvname} not found")))?;
         let cur = lv.extent_count() as u64;
         let n = to_extents(vg, amount);
         let target = match sign {
             Sign::Abs => n,
             Sign::Plus => cur + n,
-            Sign::Minus => cur.checked_sub(n).filter(|&t| t > 0).ok_or_else(|| usage("cannot shrink to zero or below"))?,
+            Sign::Minus => cur
+                .checked_sub(n)
+                .filter(|&t| t > 0)
+                .ok_or_else(|| usage("cannot shrink to zero or below"))?,
         };
         let target = u32::try_from(target).map_err(|_| usage("size too large"))?;
         let es = vg.extent_size as u64 * 512;
@@ -497,14 +672,21 @@ fn resize(host: &Host, size: Option<String>, extents: Option<String>, args: &[St
             ops::extend_lv(vg, &lvname, target, keys.as_deref())?;
         } else if (target as u64) < cur {
             if extend_only {
-                return Err(usage(format!("new size ({target} extents) is smaller than the current {cur}; use lvresize")));
+                return Err(usage(format!(
+                    "new size ({target} extents) is smaller than the current {cur}; use lvresize"
+                )));
             }
             ops::reduce_lv(vg, &lvname, target)?;
         } else {
-            return Err(usage(format!("new size ({target} extents) matches the existing size")));
+            return Err(usage(format!(
+                "new size ({target} extents) matches the existing size"
+            )));
         }
         let now = vg.lv(&lvname).map(|l| l.extent_count() as u64).unwrap_or(0);
-        let h = Units { unit: 'h', suffix: true };
+        let h = Units {
+            unit: 'h',
+            suffix: true,
+        };
         msg = format!("  Size of logical volume {vgname}/{lvname} changed from {} ({cur} extents) to {} ({now} extents).", h.fmt(cur * es), h.fmt(now * es));
         Ok(format!("Write from ferrolvm lvresize {vgname}/{lvname}."))
     })?;
@@ -514,12 +696,30 @@ fn resize(host: &Host, size: Option<String>, extents: Option<String>, args: &[St
 
 fn vgck(host: &Host, update: bool, vgs: &[String]) -> Result<()> {
     let scan = scan_paths(&host.candidate_devices());
-    let names: Vec<String> = if vgs.is_empty() { scan.assembly.vgs.iter().map(|v| v.vg.name.clone()).collect() } else { vgs.to_vec() };
+    let names: Vec<String> = if vgs.is_empty() {
+        scan.assembly
+            .vgs
+            .iter()
+            .map(|v| v.vg.name.clone())
+            .collect()
+    } else {
+        vgs.to_vec()
+    };
     let mut bad = false;
     for name in &names {
-        let _l = engine::lock_vg(host, name, if update { Mode::Exclusive } else { Mode::Shared })?;
+        let _l = engine::lock_vg(
+            host,
+            name,
+            if update {
+                Mode::Exclusive
+            } else {
+                Mode::Shared
+            },
+        )?;
         let scan = scan_paths(&host.candidate_devices());
-        let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.clone()))?;
+        let found = scan
+            .vg(name)
+            .ok_or_else(|| EngineError::VgNotFound(name.clone()))?;
         if update {
             drop(_l);
             engine::update_metadata(host, name)?;
@@ -529,9 +729,14 @@ fn vgck(host: &Host, update: bool, vgs: &[String]) -> Result<()> {
             use ferrolvm_metadata::scan::CopyState::*;
             let what = match &c.state {
                 Current => continue,
-                Stale { seqno } => format!("stale metadata seqno {seqno} (current {})", found.vg.seqno),
+                Stale { seqno } => {
+                    format!("stale metadata seqno {seqno} (current {})", found.vg.seqno)
+                }
                 Bad(e) => format!("bad metadata: {e}"),
-                Mismatch => format!("metadata seqno {} differs from the other copies", found.vg.seqno),
+                Mismatch => format!(
+                    "metadata seqno {} differs from the other copies",
+                    found.vg.seqno
+                ),
             };
             eprintln!("  WARNING: {} mda {}: {what}", scan.path_of(c.dev), c.mda);
             bad = true;
@@ -546,7 +751,9 @@ fn vgck(host: &Host, update: bool, vgs: &[String]) -> Result<()> {
         }
     }
     if bad {
-        return Err(EngineError::Refused("inconsistent metadata found; see `vgck --updatemetadata`".into()));
+        return Err(EngineError::Refused(
+            "inconsistent metadata found; see `vgck --updatemetadata`".into(),
+        ));
     }
     Ok(())
 }
@@ -569,8 +776,14 @@ mod tests {
 
     #[test]
     fn extents_args() {
-        assert_eq!(parse_amount(None, Some("+10")).unwrap(), (Sign::Plus, Amount::Extents(10)));
-        assert_eq!(parse_amount(None, Some("50%FREE")).unwrap(), (Sign::Abs, Amount::PercentFree(50)));
+        assert_eq!(
+            parse_amount(None, Some("+10")).unwrap(),
+            (Sign::Plus, Amount::Extents(10))
+        );
+        assert_eq!(
+            parse_amount(None, Some("50%FREE")).unwrap(),
+            (Sign::Abs, Amount::PercentFree(50))
+        );
         assert!(parse_amount(Some("1m"), Some("1")).is_err());
     }
 }

@@ -21,7 +21,10 @@ struct AlignedBuf {
 
 impl AlignedBuf {
     fn new(len: usize) -> Self {
-        AlignedBuf { pages: vec![Page([0; ALIGN]); len.div_ceil(ALIGN).max(1)], len }
+        AlignedBuf {
+            pages: vec![Page([0; ALIGN]); len.div_ceil(ALIGN).max(1)],
+            len,
+        }
     }
     fn as_slice(&self) -> &[u8] {
         // SAFETY: `pages` is a contiguous allocation of `pages.len() * ALIGN`
@@ -49,7 +52,6 @@ pub struct BlockDisk {
     file: File,
     path: PathBuf,
     size: u64,
-    direct: bool,
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
@@ -65,9 +67,9 @@ impl BlockDisk {
             o.open(path)
         };
         // tmpfs and some filesystems refuse O_DIRECT; image files there fall back.
-        let (file, direct) = match open(true) {
-            Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(false)?, false),
+        let file = match open(true) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false)?,
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
@@ -75,12 +77,17 @@ impl BlockDisk {
             let mut s = 0u64;
             // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which
             // points at a live local; the fd is open for the call's duration.
-            unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(&file), &mut s) }.map_err(io::Error::from)?;
+            unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(&file), &mut s) }
+                .map_err(io::Error::from)?;
             s
         } else {
             meta.len()
         };
-        Ok(BlockDisk { file, path: path.to_path_buf(), size, direct })
+        Ok(BlockDisk {
+            file,
+            path: path.to_path_buf(),
+            size,
+        })
     }
 }
 
@@ -91,22 +98,27 @@ impl Disk for BlockDisk {
         let end = (offset + len as u64).div_ceil(512) * 512;
         let end = end.min(self.size.max(start));
         let mut buf = AlignedBuf::new((end - start) as usize);
-        if self.direct {
-            self.file.read_exact_at(buf.as_mut_slice(), start)?;
-        } else {
-            self.file.read_exact_at(buf.as_mut_slice(), start)?;
-        }
+        self.file.read_exact_at(buf.as_mut_slice(), start)?;
         let skip = (offset - start) as usize;
         let avail = buf.len.saturating_sub(skip).min(len);
         if avail < len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("read of {len} bytes at {offset} runs past the end of {}", self.path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {len} bytes at {offset} runs past the end of {}",
+                    self.path.display()
+                ),
+            ));
         }
         Ok(buf.as_slice()[skip..skip + len].to_vec())
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if offset % 512 != 0 || data.len() % 512 != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unaligned metadata write"));
+        if !offset.is_multiple_of(512) || !data.len().is_multiple_of(512) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unaligned metadata write",
+            ));
         }
         let mut buf = AlignedBuf::new(data.len());
         buf.as_mut_slice().copy_from_slice(data);
@@ -135,11 +147,17 @@ pub struct MemDisk {
 impl Disk for MemDisk {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let o = offset as usize;
-        self.data.get(o..o + len).map(|s| s.to_vec()).ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))
+        self.data
+            .get(o..o + len)
+            .map(|s| s.to_vec())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let o = offset as usize;
-        let dst = self.data.get_mut(o..o + data.len()).ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "write past end"))?;
+        let dst = self
+            .data
+            .get_mut(o..o + data.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "write past end"))?;
         dst.copy_from_slice(data);
         Ok(())
     }

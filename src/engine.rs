@@ -33,7 +33,9 @@ pub enum EngineError {
     VgNotFound(String),
     #[error("{0}")]
     Refused(String),
-    #[error("VG {vg} metadata is inconsistent ({why}); repair it with `vgck --updatemetadata {vg}`")]
+    #[error(
+        "VG {vg} metadata is inconsistent ({why}); repair it with `vgck --updatemetadata {vg}`"
+    )]
     Inconsistent { vg: String, why: String },
 }
 
@@ -47,11 +49,17 @@ impl EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EngineError + '_ {
-    move |source| EngineError::Io { path: path.display().to_string(), source }
+    move |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn random_uuid() -> Uuid {
@@ -77,8 +85,14 @@ pub fn execute(disks: &mut [Option<&mut dyn Disk>], writes: &[Write]) -> Result<
     for phase in [Phase::Text, Phase::Precommit, Phase::Commit, Phase::Label] {
         let mut touched = Vec::new();
         for w in writes.iter().filter(|w| w.phase == phase) {
-            let disk = disks.get_mut(w.dev).and_then(|d| d.as_deref_mut()).ok_or_else(|| EngineError::Refused(format!("device {} is not open for writing", w.dev)))?;
-            disk.write_at(w.offset, &w.data).map_err(io_err(&disk.path().to_path_buf()))?;
+            let disk = disks
+                .get_mut(w.dev)
+                .and_then(|d| d.as_deref_mut())
+                .ok_or_else(|| {
+                    EngineError::Refused(format!("device {} is not open for writing", w.dev))
+                })?;
+            disk.write_at(w.offset, &w.data)
+                .map_err(io_err(disk.path()))?;
             if !touched.contains(&w.dev) {
                 touched.push(w.dev);
             }
@@ -93,23 +107,50 @@ pub fn execute(disks: &mut [Option<&mut dyn Disk>], writes: &[Write]) -> Result<
     Ok(())
 }
 
+/// Labels of PVs, with the index of the device they are on.
+type Labels = Vec<(usize, PvLabel)>;
+
 /// The mda headers and labels of the VG's PVs, as read by `scan`.
-fn pv_state(scan: &Scan, vg: &Vg) -> Result<(Vec<PvMdas>, Vec<(usize, PvLabel)>)> {
-    let by_uuid: BTreeMap<Uuid, usize> = scan.reads.iter().map(|r| (r.label.pv_uuid, r.dev)).collect();
+fn pv_state(scan: &Scan, vg: &Vg) -> Result<(Vec<PvMdas>, Labels)> {
+    let by_uuid: BTreeMap<Uuid, usize> = scan
+        .reads
+        .iter()
+        .map(|r| (r.label.pv_uuid, r.dev))
+        .collect();
     let mut mdas = Vec::new();
     let mut labels = Vec::new();
     for pv in &vg.pvs {
-        let dev = *by_uuid.get(&pv.id).ok_or_else(|| EngineError::Refused(format!("PV {} of VG {} was not found", pv.id, vg.name)))?;
-        let read = scan.reads.iter().find(|r| r.dev == dev).expect("dev came from reads");
-        mdas.push(PvMdas { dev, mdas: read.mdas.iter().filter_map(|m| m.header.clone().ok()).collect() });
+        let dev = *by_uuid.get(&pv.id).ok_or_else(|| {
+            EngineError::Refused(format!("PV {} of VG {} was not found", pv.id, vg.name))
+        })?;
+        let read = scan
+            .reads
+            .iter()
+            .find(|r| r.dev == dev)
+            .expect("dev came from reads");
+        mdas.push(PvMdas {
+            dev,
+            mdas: read
+                .mdas
+                .iter()
+                .filter_map(|m| m.header.clone().ok())
+                .collect(),
+        });
         labels.push((dev, read.label.clone()));
     }
     Ok((mdas, labels))
 }
 
 /// Plans the commit of `vg` as the successor of `prev_seqno`.
-pub fn plan_vg_commit(scan: &Scan, vg: &mut Vg, prev_seqno: u32, trailer: &Trailer) -> Result<Vec<Write>> {
-    vg.seqno = prev_seqno.checked_add(1).ok_or_else(|| EngineError::Refused("seqno overflow".into()))?;
+pub fn plan_vg_commit(
+    scan: &Scan,
+    vg: &mut Vg,
+    prev_seqno: u32,
+    trailer: &Trailer,
+) -> Result<Vec<Write>> {
+    vg.seqno = prev_seqno
+        .checked_add(1)
+        .ok_or_else(|| EngineError::Refused("seqno overflow".into()))?;
     vg.validate()?;
     let text = vg.to_text(trailer);
     let (mdas, labels) = pv_state(scan, vg)?;
@@ -123,10 +164,16 @@ pub fn plan_vg_commit(scan: &Scan, vg: &mut Vg, prev_seqno: u32, trailer: &Trail
 pub fn check_found(found: &FoundVg) -> Result<()> {
     found.vg.check_writable(None)?;
     if found.has_mismatch() {
-        return Err(EngineError::Inconsistent { vg: found.vg.name.clone(), why: "two metadata copies share a seqno but differ".into() });
+        return Err(EngineError::Inconsistent {
+            vg: found.vg.name.clone(),
+            why: "two metadata copies share a seqno but differ".into(),
+        });
     }
     if !found.missing_pvs.is_empty() {
-        return Err(EngineError::Refused(format!("VG {} is missing PV {}", found.vg.name, found.missing_pvs[0])));
+        return Err(EngineError::Refused(format!(
+            "VG {} is missing PV {}",
+            found.vg.name, found.missing_pvs[0]
+        )));
     }
     Ok(())
 }
@@ -145,24 +192,39 @@ fn open_for(scan: &Scan, writes: &[Write]) -> Result<Vec<Option<BlockDisk>>> {
 
 pub fn execute_on_scan(scan: &Scan, writes: &[Write]) -> Result<()> {
     let mut disks = open_for(scan, writes)?;
-    let mut refs: Vec<Option<&mut dyn Disk>> = disks.iter_mut().map(|d| d.as_mut().map(|d| d as &mut dyn Disk)).collect();
+    let mut refs: Vec<Option<&mut dyn Disk>> = disks
+        .iter_mut()
+        .map(|d| d.as_mut().map(|d| d as &mut dyn Disk))
+        .collect();
     execute(&mut refs, writes)
 }
 
 fn lock_global(host: &Host) -> Result<LvmLock> {
-    LvmLock::global(&host.lock_dir, Mode::Exclusive).map_err(|source| EngineError::Lock { name: "P_global".into(), source })
+    LvmLock::global(&host.lock_dir, Mode::Exclusive).map_err(|source| EngineError::Lock {
+        name: "P_global".into(),
+        source,
+    })
 }
 
 pub fn lock_vg(host: &Host, vg: &str, mode: Mode) -> Result<LvmLock> {
-    LvmLock::vg(&host.lock_dir, vg, mode).map_err(|source| EngineError::Lock { name: format!("V_{vg}"), source })
+    LvmLock::vg(&host.lock_dir, vg, mode).map_err(|source| EngineError::Lock {
+        name: format!("V_{vg}"),
+        source,
+    })
 }
 
 /// Reads one VG under its lock, applies `change`, and commits the result.
 /// `change` returns the description stored in the metadata.
-pub fn modify_vg(host: &Host, name: &str, change: impl FnOnce(&mut Vg, &Scan) -> Result<String>) -> Result<Vg> {
+pub fn modify_vg(
+    host: &Host,
+    name: &str,
+    change: impl FnOnce(&mut Vg, &Scan) -> Result<String>,
+) -> Result<Vg> {
     let _lock = lock_vg(host, name, Mode::Exclusive)?;
     let scan = scan_paths(&host.candidate_devices());
-    let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.into()))?;
+    let found = scan
+        .vg(name)
+        .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
     check_found(found)?;
     let mut vg = found.vg.clone();
     let description = change(&mut vg, &scan)?;
@@ -184,7 +246,11 @@ pub struct PvLayout {
 
 impl Default for PvLayout {
     fn default() -> Self {
-        PvLayout { metadata_size: None, copies: 1, data_alignment: MIB }
+        PvLayout {
+            metadata_size: None,
+            copies: 1,
+            data_alignment: MIB,
+        }
     }
 }
 
@@ -194,15 +260,20 @@ const MDA0_START: u64 = 4096;
 /// The label and fresh mda headers for a new PV on a device of `size` bytes.
 pub fn new_pv_label(size: u64, layout: PvLayout, id: Uuid) -> Result<(PvLabel, Vec<MdaHeader>)> {
     if layout.copies > 2 {
-        return Err(EngineError::Refused("--pvmetadatacopies must be 0, 1 or 2".into()));
+        return Err(EngineError::Refused(
+            "--pvmetadatacopies must be 0, 1 or 2".into(),
+        ));
     }
     let mda_min = 32 * 1024;
     let align = layout.data_alignment;
-    if align < 4096 || align % 4096 != 0 {
-        return Err(EngineError::Refused("--dataalignment must be a multiple of 4 KiB".into()));
+    if align < 4096 || !align.is_multiple_of(4096) {
+        return Err(EngineError::Refused(
+            "--dataalignment must be a multiple of 4 KiB".into(),
+        ));
     }
     // Like lvm2: the first mda fills the gap up to the aligned data start.
-    let pe_start = (MDA0_START + layout.metadata_size.unwrap_or(mda_min).max(mda_min)).div_ceil(align) * align;
+    let pe_start =
+        (MDA0_START + layout.metadata_size.unwrap_or(mda_min).max(mda_min)).div_ceil(align) * align;
     let mda0_size = pe_start - MDA0_START;
     let mut mdas = Vec::new();
     if layout.copies >= 1 {
@@ -211,20 +282,33 @@ pub fn new_pv_label(size: u64, layout: PvLayout, id: Uuid) -> Result<(PvLabel, V
     if layout.copies == 2 {
         let start = size.saturating_sub(mda0_size) / align * align;
         if start <= pe_start {
-            return Err(EngineError::Refused(format!("device of {size} bytes is too small for two metadata areas")));
+            return Err(EngineError::Refused(format!(
+                "device of {size} bytes is too small for two metadata areas"
+            )));
         }
         mdas.push(MdaHeader::empty(start, size - start, false));
     }
     let data_end = mdas.get(1).map_or(size, |m| m.start);
     if data_end < pe_start + align.min(MIB) {
-        return Err(EngineError::Refused(format!("device of {size} bytes is too small for a PV")));
+        return Err(EngineError::Refused(format!(
+            "device of {size} bytes is too small for a PV"
+        )));
     }
     let label = PvLabel {
         sector: DEFAULT_LABEL_SECTOR,
         pv_uuid: id,
         device_size: size,
-        data_areas: vec![DiskLocn { offset: pe_start, size: 0 }],
-        metadata_areas: mdas.iter().map(|m| DiskLocn { offset: m.start, size: m.size }).collect(),
+        data_areas: vec![DiskLocn {
+            offset: pe_start,
+            size: 0,
+        }],
+        metadata_areas: mdas
+            .iter()
+            .map(|m| DiskLocn {
+                offset: m.start,
+                size: m.size,
+            })
+            .collect(),
         ext_version: PV_EXT_VERSION,
         ext_flags: 0,
         bootloader_areas: vec![],
@@ -240,31 +324,68 @@ pub fn pvcreate_writes(dev: usize, label: &PvLabel, mdas: &[MdaHeader]) -> Resul
     for m in mdas {
         let mut area = vec![0u8; 4096];
         area[..512].copy_from_slice(&m.encode());
-        writes.push(Write { dev, offset: m.start, data: area, phase: Phase::Commit });
+        writes.push(Write {
+            dev,
+            offset: m.start,
+            data: area,
+            phase: Phase::Commit,
+        });
     }
     let mut head = vec![0u8; 2048];
     let s = (label.sector as usize) * 512;
     head[s..s + 512].copy_from_slice(&label.encode()?);
-    writes.push(Write { dev, offset: 0, data: head, phase: Phase::Label });
+    writes.push(Write {
+        dev,
+        offset: 0,
+        data: head,
+        phase: Phase::Label,
+    });
     Ok(writes)
 }
 
 /// The `NewPv` view of a scanned orphan PV.
 pub fn new_pv_of(scan: &Scan, dev: usize) -> Result<NewPv> {
-    let read = scan.reads.iter().find(|r| r.dev == dev).ok_or_else(|| EngineError::Refused(format!("{} is not a PV", scan.path_of(dev))))?;
+    let read = scan
+        .reads
+        .iter()
+        .find(|r| r.dev == dev)
+        .ok_or_else(|| EngineError::Refused(format!("{} is not a PV", scan.path_of(dev))))?;
     let l = &read.label;
-    let pe_start = l.pe_start().ok_or_else(|| EngineError::Refused(format!("{} has no data area", scan.path_of(dev))))?;
+    let pe_start = l
+        .pe_start()
+        .ok_or_else(|| EngineError::Refused(format!("{} has no data area", scan.path_of(dev))))?;
     let size = scan.devices[dev].size;
-    let data_end = l.metadata_areas.iter().map(|m| m.offset).filter(|&o| o > pe_start).min().unwrap_or(size);
-    Ok(NewPv { id: l.pv_uuid, device: scan.path_of(dev), dev_size: size / 512, pe_start: pe_start / 512, data_sectors: data_end.saturating_sub(pe_start) / 512 })
+    let data_end = l
+        .metadata_areas
+        .iter()
+        .map(|m| m.offset)
+        .filter(|&o| o > pe_start)
+        .min()
+        .unwrap_or(size);
+    Ok(NewPv {
+        id: l.pv_uuid,
+        device: scan.path_of(dev),
+        dev_size: size / 512,
+        pe_start: pe_start / 512,
+        data_sectors: data_end.saturating_sub(pe_start) / 512,
+    })
 }
 
 fn in_some_vg(scan: &Scan, dev: usize) -> Option<&str> {
-    scan.assembly.vgs.iter().find(|v| v.pv_devs.values().any(|&d| d == dev)).map(|v| v.vg.name.as_str())
+    scan.assembly
+        .vgs
+        .iter()
+        .find(|v| v.pv_devs.values().any(|&d| d == dev))
+        .map(|v| v.vg.name.as_str())
 }
 
 /// Initialises devices as PVs. Caller holds P_global.
-fn pvcreate_locked(host: &Host, paths: &[PathBuf], layout: PvLayout, force: bool) -> Result<Vec<Uuid>> {
+fn pvcreate_locked(
+    host: &Host,
+    paths: &[PathBuf],
+    layout: PvLayout,
+    force: bool,
+) -> Result<Vec<Uuid>> {
     let mut cands = host.candidate_devices();
     for p in paths {
         if !cands.contains(p) {
@@ -275,7 +396,9 @@ fn pvcreate_locked(host: &Host, paths: &[PathBuf], layout: PvLayout, force: bool
     let mut writes = Vec::new();
     let mut ids = Vec::new();
     for p in paths {
-        let dev = scan.device_index(p).ok_or_else(|| EngineError::Refused(format!("cannot open {}", p.display())))?;
+        let dev = scan
+            .device_index(p)
+            .ok_or_else(|| EngineError::Refused(format!("cannot open {}", p.display())))?;
         let d = &scan.devices[dev];
         if let Some(e) = &d.error {
             if d.size == 0 || !force {
@@ -283,7 +406,10 @@ fn pvcreate_locked(host: &Host, paths: &[PathBuf], layout: PvLayout, force: bool
             }
         }
         if let Some(vg) = in_some_vg(&scan, dev) {
-            return Err(EngineError::Refused(format!("{} is already in volume group {vg}", p.display())));
+            return Err(EngineError::Refused(format!(
+                "{} is already in volume group {vg}",
+                p.display()
+            )));
         }
         let id = random_uuid();
         let (label, mdas) = new_pv_label(d.size, layout, id)?;
@@ -295,7 +421,12 @@ fn pvcreate_locked(host: &Host, paths: &[PathBuf], layout: PvLayout, force: bool
     Ok(ids)
 }
 
-pub fn pvcreate(host: &Host, paths: &[PathBuf], layout: PvLayout, force: bool) -> Result<Vec<Uuid>> {
+pub fn pvcreate(
+    host: &Host,
+    paths: &[PathBuf],
+    layout: PvLayout,
+    force: bool,
+) -> Result<Vec<Uuid>> {
     let _g = lock_global(host)?;
     pvcreate_locked(host, paths, layout, force)
 }
@@ -309,11 +440,27 @@ fn ensure_pvs(host: &Host, paths: &[PathBuf], layout: PvLayout) -> Result<Scan> 
         }
     }
     let scan = scan_paths(&cands);
-    let fresh: Vec<PathBuf> = paths.iter().filter(|p| scan.device_index(p).map(|d| scan.devices[d].label.is_none()).unwrap_or(true)).cloned().collect();
+    let fresh: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            scan.device_index(p)
+                .map(|d| scan.devices[d].label.is_none())
+                .unwrap_or(true)
+        })
+        .cloned()
+        .collect();
     if fresh.is_empty() {
         return Ok(scan);
     }
-    pvcreate_locked(&Host { devices: Some(cands.clone()), ..host.clone() }, &fresh, layout, false)?;
+    pvcreate_locked(
+        &Host {
+            devices: Some(cands.clone()),
+            ..host.clone()
+        },
+        &fresh,
+        layout,
+        false,
+    )?;
     Ok(scan_paths(&cands))
 }
 
@@ -321,29 +468,48 @@ fn orphans(scan: &Scan, paths: &[PathBuf]) -> Result<Vec<NewPv>> {
     paths
         .iter()
         .map(|p| {
-            let dev = scan.device_index(p).ok_or_else(|| EngineError::Refused(format!("cannot open {}", p.display())))?;
+            let dev = scan
+                .device_index(p)
+                .ok_or_else(|| EngineError::Refused(format!("cannot open {}", p.display())))?;
             if let Some(vg) = in_some_vg(scan, dev) {
-                return Err(EngineError::Refused(format!("physical volume {} is already in volume group {vg}", p.display())));
+                return Err(EngineError::Refused(format!(
+                    "physical volume {} is already in volume group {vg}",
+                    p.display()
+                )));
             }
             new_pv_of(scan, dev)
         })
         .collect()
 }
 
-pub fn vgcreate(host: &Host, name: &str, paths: &[PathBuf], extent_size: u32, tags: Vec<String>, layout: PvLayout) -> Result<Vg> {
+pub fn vgcreate(
+    host: &Host,
+    name: &str,
+    paths: &[PathBuf],
+    extent_size: u32,
+    tags: Vec<String>,
+    layout: PvLayout,
+) -> Result<Vg> {
     ferrolvm_metadata::names::check_vg_name(name)?;
     let _g = lock_global(host)?;
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = ensure_pvs(host, paths, layout)?;
     if scan.vg(name).is_some() {
-        return Err(EngineError::Refused(format!("a volume group called {name} already exists")));
+        return Err(EngineError::Refused(format!(
+            "a volume group called {name} already exists"
+        )));
     }
     if Path::new("/dev").join(name).exists() {
         return Err(EngineError::Refused(format!("/dev/{name} already exists")));
     }
     let pvs = orphans(&scan, paths)?;
     let mut vg = ferrolvm_metadata::ops::new_vg(name, random_uuid(), extent_size, &pvs, tags)?;
-    let writes = plan_vg_commit(&scan, &mut vg, 0, &trailer(host, format!("Write from ferrolvm vgcreate {name}.")))?;
+    let writes = plan_vg_commit(
+        &scan,
+        &mut vg,
+        0,
+        &trailer(host, format!("Write from ferrolvm vgcreate {name}.")),
+    )?;
     execute_on_scan(&scan, &writes)?;
     host.invalidate_hints();
     Ok(vg)
@@ -353,12 +519,19 @@ pub fn vgextend(host: &Host, name: &str, paths: &[PathBuf], layout: PvLayout) ->
     let _g = lock_global(host)?;
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = ensure_pvs(host, paths, layout)?;
-    let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.into()))?;
+    let found = scan
+        .vg(name)
+        .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
     check_found(found)?;
     let pvs = orphans(&scan, paths)?;
     let mut vg = found.vg.clone();
     ferrolvm_metadata::ops::add_pvs(&mut vg, &pvs)?;
-    let writes = plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer(host, format!("Write from ferrolvm vgextend {name}.")))?;
+    let writes = plan_vg_commit(
+        &scan,
+        &mut vg,
+        found.vg.seqno,
+        &trailer(host, format!("Write from ferrolvm vgextend {name}.")),
+    )?;
     execute_on_scan(&scan, &writes)?;
     host.invalidate_hints();
     Ok(vg)
@@ -370,10 +543,15 @@ pub fn vgremove(host: &Host, name: &str, force: bool) -> Result<()> {
     let _g = lock_global(host)?;
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = scan_paths(&host.candidate_devices());
-    let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.into()))?;
+    let found = scan
+        .vg(name)
+        .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
     check_found(found)?;
     if found.vg.visible_lv_count() > 0 && !force {
-        return Err(EngineError::Refused(format!("volume group {name} still contains {} logical volume(s); use -f to remove them too", found.vg.visible_lv_count())));
+        return Err(EngineError::Refused(format!(
+            "volume group {name} still contains {} logical volume(s); use -f to remove them too",
+            found.vg.visible_lv_count()
+        )));
     }
     if found.vg.lvs.iter().any(|l| !l.managed()) {
         return Err(EngineError::Refused(format!("volume group {name} has logical volumes ferrolvm does not manage; remove them with lvm2 first")));
@@ -389,10 +567,20 @@ pub fn vgremove(host: &Host, name: &str, force: bool) -> Result<()> {
 pub fn update_metadata(host: &Host, name: &str) -> Result<Vg> {
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = scan_paths(&host.candidate_devices());
-    let found = scan.vg(name).ok_or_else(|| EngineError::VgNotFound(name.into()))?;
+    let found = scan
+        .vg(name)
+        .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
     found.vg.check_writable(None)?;
     let mut vg = found.vg.clone();
-    let writes = plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer(host, format!("Write from ferrolvm vgck --updatemetadata {name}.")))?;
+    let writes = plan_vg_commit(
+        &scan,
+        &mut vg,
+        found.vg.seqno,
+        &trailer(
+            host,
+            format!("Write from ferrolvm vgck --updatemetadata {name}."),
+        ),
+    )?;
     execute_on_scan(&scan, &writes)?;
     Ok(vg)
 }

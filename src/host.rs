@@ -33,7 +33,14 @@ fn uname() -> (String, String) {
         Ok(u) => {
             let s = |x: &std::ffi::OsStr| x.to_string_lossy().into_owned();
             let node = s(u.nodename());
-            let full = format!("{} {} {} {} {}", s(u.sysname()), node, s(u.release()), s(u.version()), s(u.machine()));
+            let full = format!(
+                "{} {} {} {} {}",
+                s(u.sysname()),
+                node,
+                s(u.release()),
+                s(u.version()),
+                s(u.machine())
+            );
             (node, full)
         }
         Err(_) => ("unknown".into(), "unknown".into()),
@@ -44,13 +51,21 @@ impl Host {
     /// Reads `$LVM_SYSTEM_DIR/lvm.conf` (default `/etc/lvm`). `devices` is the
     /// `--devices` list, which overrides the devices file as in lvm2.
     pub fn load(devices: Option<Vec<PathBuf>>) -> Host {
-        let sysdir = std::env::var_os("LVM_SYSTEM_DIR").map(PathBuf::from).unwrap_or_else(|| "/etc/lvm".into());
-        let conf = std::fs::read(sysdir.join("lvm.conf")).ok().and_then(|b| config::parse(&b).ok()).unwrap_or_default();
+        let sysdir = std::env::var_os("LVM_SYSTEM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/etc/lvm".into());
+        let conf = std::fs::read(sysdir.join("lvm.conf"))
+            .ok()
+            .and_then(|b| config::parse(&b).ok())
+            .unwrap_or_default();
         let lock_dir = match lookup(&conf, &["global", "locking_dir"]) {
             Some(Value::Str(s)) => PathBuf::from(s),
             _ => PathBuf::from("/run/lock/lvm"),
         };
-        let use_devicesfile = matches!(lookup(&conf, &["devices", "use_devicesfile"]), Some(Value::Int(1)));
+        let use_devicesfile = matches!(
+            lookup(&conf, &["devices", "use_devicesfile"]),
+            Some(Value::Int(1))
+        );
         let devicesfile = match lookup(&conf, &["devices", "devicesfile"]) {
             Some(Value::Str(s)) => s.clone(),
             _ => "system.devices".into(),
@@ -63,7 +78,13 @@ impl Host {
             }
         });
         let (hostname, uname) = uname();
-        Host { lock_dir, devices, run_dir: "/run/lvm".into(), hostname, uname }
+        Host {
+            lock_dir,
+            devices,
+            run_dir: "/run/lvm".into(),
+            hostname,
+            uname,
+        }
     }
 
     /// Devices to scan: the configured list, or every block device.
@@ -75,8 +96,15 @@ impl Host {
         if let Ok(rd) = std::fs::read_dir("/sys/class/block") {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let size: u64 = std::fs::read_to_string(e.path().join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-                if size == 0 || name.starts_with("ram") || name.starts_with("zram") || name.starts_with("sr") {
+                let size: u64 = std::fs::read_to_string(e.path().join("size"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                if size == 0
+                    || name.starts_with("ram")
+                    || name.starts_with("zram")
+                    || name.starts_with("sr")
+                {
                     continue;
                 }
                 let dev = Path::new("/dev").join(&name);
@@ -105,7 +133,10 @@ pub fn read_devices_file(path: &Path) -> Option<Vec<PathBuf>> {
     let devs = text
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("DEVNAME=")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("DEVNAME="))
+        })
         .filter(|d| *d != ".")
         .map(PathBuf::from)
         .collect();
@@ -121,13 +152,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("system.devices");
         std::fs::write(&p, "# LVM uses devices listed in this file.\nVERSION=1.1.2\nIDTYPE=devname IDNAME=/dev/loop3 DEVNAME=/dev/loop3 PVID=abc\nIDTYPE=sys_wwid IDNAME=x DEVNAME=/dev/sdb PVID=.\n").unwrap();
-        assert_eq!(read_devices_file(&p).unwrap(), vec![PathBuf::from("/dev/loop3"), PathBuf::from("/dev/sdb")]);
+        assert_eq!(
+            read_devices_file(&p).unwrap(),
+            vec![PathBuf::from("/dev/loop3"), PathBuf::from("/dev/sdb")]
+        );
         assert!(read_devices_file(&dir.path().join("none")).is_none());
     }
 
     #[test]
     fn lvm_conf_last_value_wins() {
-        let conf = config::parse(b"global {\nlocking_dir = \"/a\"\n}\nglobal {\nlocking_dir = \"/b\"\n}\n").unwrap();
-        assert_eq!(lookup(&conf, &["global", "locking_dir"]), Some(&Value::Str("/b".into())));
+        let conf = config::parse(
+            b"global {\nlocking_dir = \"/a\"\n}\nglobal {\nlocking_dir = \"/b\"\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            lookup(&conf, &["global", "locking_dir"]),
+            Some(&Value::Str("/b".into()))
+        );
     }
 }

@@ -40,7 +40,12 @@ fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
 }
 
 fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).append(true).create(true).mode(0o777).open(path)
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o777)
+        .open(path)
 }
 
 /// Locks `path` until the path and the locked fd are the same inode.
@@ -86,7 +91,10 @@ impl LvmLock {
                 lock_file(&path, libc::LOCK_SH)?
             }
         };
-        Ok(LvmLock { file: Some(file), path })
+        Ok(LvmLock {
+            file: Some(file),
+            path,
+        })
     }
 
     /// `V_<vg>`.
@@ -117,7 +125,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = LvmLock::vg(dir.path(), "vg0", Mode::Exclusive).unwrap();
         let probe = File::open(dir.path().join("V_vg0")).unwrap();
-        assert!(flock(&probe, libc::LOCK_SH | libc::LOCK_NB).is_err(), "held exclusively");
+        assert!(
+            flock(&probe, libc::LOCK_SH | libc::LOCK_NB).is_err(),
+            "held exclusively"
+        );
         drop(probe);
         drop(l);
         assert!(!dir.path().join("V_vg0").exists(), "unlinked on release");

@@ -38,7 +38,14 @@ impl Units {
         let v = bytes as f64 / div;
         let rounded = (v * 100.0).round() / 100.0;
         let lt = if rounded > v + 1e-9 { "<" } else { "" };
-        format!("{lt}{rounded:.2}{}", if self.suffix { c.to_string() } else { String::new() })
+        format!(
+            "{lt}{rounded:.2}{}",
+            if self.suffix {
+                c.to_string()
+            } else {
+                String::new()
+            }
+        )
     }
 }
 
@@ -47,7 +54,15 @@ pub type Row = Vec<(String, String)>;
 pub const LVS_DEFAULT: &str = "lv_name,vg_name,lv_attr,lv_size,pool_lv,origin,data_percent,metadata_percent,move_pv,mirror_log,copy_percent,convert_lv";
 pub const VGS_DEFAULT: &str = "vg_name,pv_count,lv_count,snap_count,vg_attr,vg_size,vg_free";
 pub const PVS_DEFAULT: &str = "pv_name,vg_name,pv_fmt,pv_attr,pv_size,pv_free";
-const SEG_FIELDS: &[&str] = &["segtype", "stripes", "devices", "stripe_size", "seg_start", "seg_size", "seg_pe_ranges"];
+const SEG_FIELDS: &[&str] = &[
+    "segtype",
+    "stripes",
+    "devices",
+    "stripe_size",
+    "seg_start",
+    "seg_size",
+    "seg_pe_ranges",
+];
 
 /// Expands `-o` like lvm2: `+f` appends to the defaults.
 pub fn fields(requested: Option<&str>, default: &str) -> Vec<String> {
@@ -77,7 +92,9 @@ fn sorted_tags(tags: &[String]) -> String {
 /// Whether device-mapper can be asked about LV state here.
 /// The control node can exist without the kernel driver, so ask the kernel.
 pub fn dm_available() -> bool {
-    std::fs::read_to_string("/proc/misc").map(|m| m.lines().any(|l| l.ends_with(" device-mapper"))).unwrap_or(false)
+    std::fs::read_to_string("/proc/misc")
+        .map(|m| m.lines().any(|l| l.ends_with(" device-mapper")))
+        .unwrap_or(false)
 }
 
 fn dm_active(vg: &Vg, lv: &Lv) -> bool {
@@ -86,7 +103,11 @@ fn dm_active(vg: &Vg, lv: &Lv) -> bool {
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| std::fs::read_to_string(e.path().join("dm/uuid")).map(|u| u.trim() == want).unwrap_or(false))
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("dm/uuid"))
+                .map(|u| u.trim() == want)
+                .unwrap_or(false)
+        })
 }
 
 pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
@@ -100,7 +121,11 @@ pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
         _ if lv.name.ends_with("_tdata") => 'T',
         _ => '-',
     };
-    a[1] = if lv.status.iter().any(|s| s == "WRITE") { 'w' } else { 'r' };
+    a[1] = if lv.status.iter().any(|s| s == "WRITE") {
+        'w'
+    } else {
+        'r'
+    };
     a[2] = match lv.allocation_policy.as_deref() {
         None => 'i',
         Some("contiguous") => 'c',
@@ -144,7 +169,9 @@ fn devices(vg: &Vg, scan: &Scan, found_devs: &dyn Fn(&str) -> String, seg: &Segm
 /// PV section name -> device path for one VG.
 fn pv_path_fn<'a>(vg: &'a Vg, scan: &'a Scan) -> impl Fn(&str) -> String + 'a {
     move |key: &str| {
-        let Some(pv) = vg.pv(key) else { return key.to_string() };
+        let Some(pv) = vg.pv(key) else {
+            return key.to_string();
+        };
         scan.assembly
             .vgs
             .iter()
@@ -155,7 +182,13 @@ fn pv_path_fn<'a>(vg: &'a Vg, scan: &'a Scan) -> impl Fn(&str) -> String + 'a {
     }
 }
 
-pub fn lv_rows(scan: &Scan, select: &[String], fields: &[String], units: Units, all: bool) -> Vec<Row> {
+pub fn lv_rows(
+    scan: &Scan,
+    select: &[String],
+    fields: &[String],
+    units: Units,
+    all: bool,
+) -> Vec<Row> {
     let per_seg = fields.iter().any(|f| SEG_FIELDS.contains(&f.as_str()));
     let mut rows = Vec::new();
     for found in &scan.assembly.vgs {
@@ -165,33 +198,70 @@ pub fn lv_rows(scan: &Scan, select: &[String], fields: &[String], units: Units, 
         let mut lvs: Vec<&Lv> = vg.lvs.iter().collect();
         lvs.sort_by(|a, b| a.name.cmp(&b.name));
         for lv in lvs {
-            let wanted = select.is_empty() || select.iter().any(|s| s == &vg.name || *s == format!("{}/{}", vg.name, lv.name));
+            let wanted = select.is_empty()
+                || select
+                    .iter()
+                    .any(|s| s == &vg.name || *s == format!("{}/{}", vg.name, lv.name));
             if !wanted || (!all && !lv.visible()) {
                 continue;
             }
-            let segs: Vec<Option<&Segment>> = if per_seg { lv.segments.iter().map(Some).collect() } else { vec![lv.segments.first()] };
+            let segs: Vec<Option<&Segment>> = if per_seg {
+                lv.segments.iter().map(Some).collect()
+            } else {
+                vec![lv.segments.first()]
+            };
             for seg in segs {
                 let row = fields
                     .iter()
                     .map(|f| {
                         let bytes = |ext: u64| units.fmt(ext * vg.extent_size as u64 * 512);
                         let v = match f.as_str() {
-                            "lv_name" => if lv.visible() { lv.name.clone() } else { format!("[{}]", lv.name) },
+                            "lv_name" => {
+                                if lv.visible() {
+                                    lv.name.clone()
+                                } else {
+                                    format!("[{}]", lv.name)
+                                }
+                            }
                             "vg_name" => vg.name.clone(),
                             "lv_uuid" => lv.id.dashed(),
                             "lv_size" => bytes(lv.extent_count() as u64),
                             "lv_attr" => lv_attr(vg, lv),
                             "lv_tags" => sorted_tags(&lv.tags),
-                            "lv_path" => if lv.visible() { format!("/dev/{}/{}", vg.name, lv.name) } else { String::new() },
+                            "lv_path" => {
+                                if lv.visible() {
+                                    format!("/dev/{}/{}", vg.name, lv.name)
+                                } else {
+                                    String::new()
+                                }
+                            }
                             "seg_count" => lv.segments.len().to_string(),
-                            "segtype" => seg.map(|s| Lv::segtype_of(s).to_string()).unwrap_or_default(),
-                            "stripes" => seg.map(|s| if s.is_striped() { s.areas.len() } else { 1 }.to_string()).unwrap_or_default(),
-                            "stripe_size" => units.fmt(seg.and_then(|s| s.stripe_size).unwrap_or(0) as u64 * 512),
+                            "segtype" => seg
+                                .map(|s| Lv::segtype_of(s).to_string())
+                                .unwrap_or_default(),
+                            "stripes" => seg
+                                .map(|s| if s.is_striped() { s.areas.len() } else { 1 }.to_string())
+                                .unwrap_or_default(),
+                            "stripe_size" => {
+                                units.fmt(seg.and_then(|s| s.stripe_size).unwrap_or(0) as u64 * 512)
+                            }
                             "seg_start" => bytes(seg.map(|s| s.start_extent as u64).unwrap_or(0)),
                             "seg_size" => bytes(seg.map(|s| s.extent_count as u64).unwrap_or(0)),
-                            "devices" => seg.map(|s| devices(vg, scan, &paths, s)).unwrap_or_default(),
-                            "pool_lv" => lv.segments.first().and_then(|s| s.field("thin_pool")).map(str_of).unwrap_or_default(),
-                            "origin" => lv.segments.first().and_then(|s| s.field("origin")).map(str_of).unwrap_or_default(),
+                            "devices" => seg
+                                .map(|s| devices(vg, scan, &paths, s))
+                                .unwrap_or_default(),
+                            "pool_lv" => lv
+                                .segments
+                                .first()
+                                .and_then(|s| s.field("thin_pool"))
+                                .map(str_of)
+                                .unwrap_or_default(),
+                            "origin" => lv
+                                .segments
+                                .first()
+                                .and_then(|s| s.field("origin"))
+                                .map(str_of)
+                                .unwrap_or_default(),
                             _ => String::new(),
                         };
                         (f.clone(), v)
@@ -289,7 +359,11 @@ pub fn pv_rows(scan: &Scan, select: &[String], fields: &[String], units: Units) 
         if !select.is_empty() && !select.contains(&path) {
             continue;
         }
-        let found = scan.assembly.vgs.iter().find(|f| f.pv_devs.get(&label.pv_uuid) == Some(&dev));
+        let found = scan
+            .assembly
+            .vgs
+            .iter()
+            .find(|f| f.pv_devs.get(&label.pv_uuid) == Some(&dev));
         let pv = found.and_then(|f| f.vg.pv_by_id(&label.pv_uuid));
         let pe_start = label.pe_start().unwrap_or(0);
         let (size, free, pe_count, alloc_count) = match (found, pv) {
@@ -337,8 +411,21 @@ pub fn json(kind: &str, rows: &[Row]) -> String {
     let mut out = String::from("  {\n      \"report\": [\n          {\n");
     out.push_str(&format!("              \"{kind}\": [\n"));
     for (i, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap_or_default(), serde_json::to_string(v).unwrap_or_default())).collect();
-        out.push_str(&format!("                  {{{}}}{}\n", cells.join(", "), if i + 1 < rows.len() { "," } else { "" }));
+        let cells: Vec<String> = row
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}:{}",
+                    serde_json::to_string(k).unwrap_or_default(),
+                    serde_json::to_string(v).unwrap_or_default()
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "                  {{{}}}{}\n",
+            cells.join(", "),
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
     }
     out.push_str("              ]\n          }\n      ]\n  }\n");
     out
@@ -348,10 +435,29 @@ pub fn json(kind: &str, rows: &[Row]) -> String {
 pub fn columns(rows: &[Row], fields: &[String], headings: bool) -> String {
     let head = |f: &str| -> String {
         match f {
-            "lv_name" => "LV", "vg_name" => "VG", "lv_attr" => "Attr", "lv_size" => "LSize", "pool_lv" => "Pool", "origin" => "Origin",
-            "data_percent" => "Data%", "metadata_percent" => "Meta%", "move_pv" => "Move", "mirror_log" => "Log", "copy_percent" => "Cpy%Sync",
-            "convert_lv" => "Convert", "pv_count" => "#PV", "lv_count" => "#LV", "snap_count" => "#SN", "vg_attr" => "Attr", "vg_size" => "VSize",
-            "vg_free" => "VFree", "pv_name" => "PV", "pv_fmt" => "Fmt", "pv_attr" => "Attr", "pv_size" => "PSize", "pv_free" => "PFree",
+            "lv_name" => "LV",
+            "vg_name" => "VG",
+            "lv_attr" => "Attr",
+            "lv_size" => "LSize",
+            "pool_lv" => "Pool",
+            "origin" => "Origin",
+            "data_percent" => "Data%",
+            "metadata_percent" => "Meta%",
+            "move_pv" => "Move",
+            "mirror_log" => "Log",
+            "copy_percent" => "Cpy%Sync",
+            "convert_lv" => "Convert",
+            "pv_count" => "#PV",
+            "lv_count" => "#LV",
+            "snap_count" => "#SN",
+            "vg_attr" => "Attr",
+            "vg_size" => "VSize",
+            "vg_free" => "VFree",
+            "pv_name" => "PV",
+            "pv_fmt" => "Fmt",
+            "pv_attr" => "Attr",
+            "pv_size" => "PSize",
+            "pv_free" => "PFree",
             other => other,
         }
         .to_string()
@@ -363,10 +469,22 @@ pub fn columns(rows: &[Row], fields: &[String], headings: bool) -> String {
     for r in rows {
         table.push(r.iter().map(|(_, v)| v.clone()).collect());
     }
-    let widths: Vec<usize> = (0..fields.len()).map(|i| table.iter().map(|r| r.get(i).map_or(0, |c| c.len())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..fields.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r.get(i).map_or(0, |c| c.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in table {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         out.push_str("  ");
         out.push_str(line.join(" ").trim_end());
         out.push('\n');
@@ -380,13 +498,30 @@ mod tests {
 
     #[test]
     fn units_like_lvm() {
-        let h = Units { unit: 'h', suffix: true };
+        let h = Units {
+            unit: 'h',
+            suffix: true,
+        };
         assert_eq!(h.fmt(16 << 20), "16.00m");
         assert_eq!(h.fmt(180 << 20), "180.00m");
         assert_eq!(h.fmt(1 << 30), "1.00g");
         assert_eq!(h.fmt((1 << 30) - 4096), "<1024.00m");
-        assert_eq!(Units { unit: 'b', suffix: false }.fmt(4194304), "4194304");
-        assert_eq!(Units { unit: 'b', suffix: true }.fmt(4194304), "4194304B");
+        assert_eq!(
+            Units {
+                unit: 'b',
+                suffix: false
+            }
+            .fmt(4194304),
+            "4194304"
+        );
+        assert_eq!(
+            Units {
+                unit: 'b',
+                suffix: true
+            }
+            .fmt(4194304),
+            "4194304B"
+        );
     }
 
     #[test]

@@ -34,7 +34,12 @@ impl Scan {
 
     pub fn device_index(&self, path: &std::path::Path) -> Option<usize> {
         let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        self.devices.iter().position(|d| d.path == path || std::fs::canonicalize(&d.path).map(|c| c == want).unwrap_or(false))
+        self.devices.iter().position(|d| {
+            d.path == path
+                || std::fs::canonicalize(&d.path)
+                    .map(|c| c == want)
+                    .unwrap_or(false)
+        })
     }
 
     pub fn path_of(&self, dev: usize) -> String {
@@ -44,7 +49,12 @@ impl Scan {
 
 /// Reads what LVM needs from one device.
 pub fn read_device(disk: &dyn Disk, dev: usize) -> (Device, Option<DeviceRead>) {
-    let mut d = Device { path: disk.path().to_path_buf(), size: disk.size(), label: None, error: None };
+    let mut d = Device {
+        path: disk.path().to_path_buf(),
+        size: disk.size(),
+        label: None,
+        error: None,
+    };
     if disk.size() < LABEL_SCAN_SIZE as u64 {
         return (d, None);
     }
@@ -73,7 +83,11 @@ pub fn read_device(disk: &dyn Disk, dev: usize) -> (Device, Option<DeviceRead>) 
             Ok(h) if !h.slots[0].is_empty() && !h.ignored() => Some(read_text(disk, h)),
             _ => None,
         };
-        mdas.push(MdaRead { start: m.offset, header, text });
+        mdas.push(MdaRead {
+            start: m.offset,
+            header,
+            text,
+        });
     }
     d.label = Some(label.clone());
     (d, Some(DeviceRead { dev, label, mdas }))
@@ -84,7 +98,9 @@ fn read_text(disk: &dyn Disk, h: &MdaHeader) -> Result<Vec<u8>, ferrolvm_metadat
     let mut text = Vec::with_capacity(slot.size as usize);
     for (off, len) in h.text_ranges(&slot) {
         if len > 0 {
-            let part = disk.read_at(off, len as usize).map_err(|e| ferrolvm_metadata::Error::Request(format!("reading metadata text: {e}")))?;
+            let part = disk.read_at(off, len as usize).map_err(|e| {
+                ferrolvm_metadata::Error::Request(format!("reading metadata text: {e}"))
+            })?;
             text.extend_from_slice(&part);
         }
     }
@@ -118,7 +134,12 @@ pub fn scan_paths(paths: &[PathBuf]) -> Scan {
                 s.devices.push(d);
                 s.reads.extend(r);
             }
-            Err((p, e)) => s.devices.push(Device { path: p.clone(), size: 0, label: None, error: Some(e.clone()) }),
+            Err((p, e)) => s.devices.push(Device {
+                path: p.clone(),
+                size: 0,
+                label: None,
+                error: Some(e.clone()),
+            }),
         }
     }
     s.assembly = mscan::assemble(&s.reads);

@@ -14,21 +14,68 @@ use common::*;
 #[test]
 fn lvm2_writes_ferrolvm_reads() {
     let l = Loops::new(3, 64);
-    l.lvm_ok(&["pvcreate", "--pvmetadatacopies", "2", "--dataalignment", "64k", "--metadatasize", "32k", l.dev(0), l.dev(1), l.dev(2)]);
-    l.lvm_ok(&["vgcreate", "-s", "1m", "i-vg.a+b", l.dev(0), l.dev(1), l.dev(2)]);
+    l.lvm_ok(&[
+        "pvcreate",
+        "--pvmetadatacopies",
+        "2",
+        "--dataalignment",
+        "64k",
+        "--metadatasize",
+        "32k",
+        l.dev(0),
+        l.dev(1),
+        l.dev(2),
+    ]);
+    l.lvm_ok(&[
+        "vgcreate",
+        "-s",
+        "1m",
+        "i-vg.a+b",
+        l.dev(0),
+        l.dev(1),
+        l.dev(2),
+    ]);
     l.lvm_ok(&["pvchange", "--metadataignore", "y", l.dev(2)]);
-    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "lin-1.x+y", "-L", "3m", "--addtag", "t1", "--addtag", "a/b=c", "i-vg.a+b"]);
-    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "striped", "-i", "2", "-I", "64k", "-L", "8m", "i-vg.a+b"]);
+    l.lvm_ok(&[
+        "lvcreate",
+        "-an",
+        "-Zn",
+        "-n",
+        "lin-1.x+y",
+        "-L",
+        "3m",
+        "--addtag",
+        "t1",
+        "--addtag",
+        "a/b=c",
+        "i-vg.a+b",
+    ]);
+    l.lvm_ok(&[
+        "lvcreate", "-an", "-Zn", "-n", "striped", "-i", "2", "-I", "64k", "-L", "8m", "i-vg.a+b",
+    ]);
     l.lvm_ok(&["lvextend", "-L", "+5m", "i-vg.a+b/lin-1.x+y", l.dev(2)]);
     l.assert_same_reports();
     // Churn until some mda's circular buffer has wrapped, comparing all along.
     let mut wrapped = false;
     for i in 0..60 {
-        l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", &format!("churn{i}"), "-L", "1m", "i-vg.a+b"]);
+        l.lvm_ok(&[
+            "lvcreate",
+            "-an",
+            "-Zn",
+            "-n",
+            &format!("churn{i}"),
+            "-L",
+            "1m",
+            "i-vg.a+b",
+        ]);
         if i % 3 == 2 {
             l.lvm_ok(&["lvremove", "-y", &format!("i-vg.a+b/churn{}", i - 1)]);
         }
-        wrapped |= l.devs.iter().flat_map(|d| mda_headers(d)).any(|h| h.slots[0].offset + h.slots[0].size > h.size);
+        wrapped |= l
+            .devs
+            .iter()
+            .flat_map(|d| mda_headers(d))
+            .any(|h| h.slots[0].offset + h.slots[0].size > h.size);
         if i % 10 == 0 {
             l.assert_same_reports();
         }
@@ -36,15 +83,30 @@ fn lvm2_writes_ferrolvm_reads() {
             break;
         }
     }
-    assert!(wrapped, "the circular buffer never wrapped; the test did not test wrapping");
+    assert!(
+        wrapped,
+        "the circular buffer never wrapped; the test did not test wrapping"
+    );
     l.assert_same_reports();
     // And ferrolvm can write the VG lvm2 built, wrapped buffer and ignored mda included.
     let ignored_before = mda_headers(&l.devs[2]);
     assert!(ignored_before.iter().all(|h| h.ignored()));
-    l.ferro_ok(&["lvcreate", "-an", "-n", "from-ferro", "-L", "2m", "i-vg.a+b"]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "-an",
+        "-n",
+        "from-ferro",
+        "-L",
+        "2m",
+        "i-vg.a+b",
+    ]);
     l.assert_vgck_clean("i-vg.a+b");
     l.assert_same_reports();
-    assert_eq!(mda_headers(&l.devs[2]), ignored_before, "ignored mdas must not be written");
+    assert_eq!(
+        mda_headers(&l.devs[2]),
+        ignored_before,
+        "ignored mdas must not be written"
+    );
 }
 
 /// ferrolvm builds and changes a VG; lvm2 validates and reports the same.
@@ -55,8 +117,13 @@ fn ferrolvm_writes_lvm2_reads() {
     l.ferro_ok(&["vgcreate", "f-vg.1", l.dev(0), l.dev(1)]);
     l.assert_vgck_clean("f-vg.1");
     let steps: Vec<Vec<&str>> = vec![
-        vec!["lvcreate", "-an", "-n", "a-b.c+d", "-L", "8m", "--addtag", "x=y", "--addtag", "t2", "f-vg.1"],
-        vec!["lvcreate", "-an", "-n", "st", "-i", "2", "-I", "64k", "-L", "16m", "f-vg.1"],
+        vec![
+            "lvcreate", "-an", "-n", "a-b.c+d", "-L", "8m", "--addtag", "x=y", "--addtag", "t2",
+            "f-vg.1",
+        ],
+        vec![
+            "lvcreate", "-an", "-n", "st", "-i", "2", "-I", "64k", "-L", "16m", "f-vg.1",
+        ],
         vec!["lvextend", "-l", "+4", "f-vg.1/st"],
         vec!["lvcreate", "-an", "-n", "fill", "-l", "50%FREE", "f-vg.1"],
         vec!["lvextend", "-L", "+40m", "f-vg.1/a-b.c+d"],
@@ -72,14 +139,20 @@ fn ferrolvm_writes_lvm2_reads() {
         l.assert_same_reports();
     }
     // lvm2 changes it afterwards without complaint.
-    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "by-lvm", "-L", "4m", "f-vg.1"]);
+    l.lvm_ok(&[
+        "lvcreate", "-an", "-Zn", "-n", "by-lvm", "-L", "4m", "f-vg.1",
+    ]);
     l.lvm_ok(&["lvremove", "-y", "f-vg.1/a-b.c+d"]);
     l.assert_same_reports();
     l.ferro_ok(&["vgremove", "-f", "f-vg.1"]);
     let out = l.lvm(&["vgs", "f-vg.1"]);
     assert!(!out.status.success(), "lvm2 still sees the removed VG");
     let pvs = l.lvm_ok(&["pvs", "--reportformat", "json", "-o", "pv_name,vg_name"]);
-    assert_eq!(pvs.matches("\"vg_name\":\"\"").count(), 3, "all PVs are orphans again: {pvs}");
+    assert_eq!(
+        pvs.matches("\"vg_name\":\"\"").count(),
+        3,
+        "all PVs are orphans again: {pvs}"
+    );
 }
 
 /// 200 operations, alternating between the two tools on one VG.
@@ -90,9 +163,15 @@ fn two_hundred_alternating_operations() {
     let mut live: Vec<String> = Vec::new();
     for i in 0..200 {
         let by_ferro = i % 2 == 0;
-        let run = |args: &[&str]| if by_ferro { l.ferro_ok(args) } else { l.lvm_ok(args) };
+        let run = |args: &[&str]| {
+            if by_ferro {
+                l.ferro_ok(args)
+            } else {
+                l.lvm_ok(args)
+            }
+        };
         match i % 5 {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let name = format!("v{i}");
                 if by_ferro {
                     run(&["lvcreate", "-an", "-n", &name, "-L", "1m", "alt-vg"]);
@@ -120,7 +199,11 @@ fn two_hundred_alternating_operations() {
     }
     live.sort();
     assert_eq!(l.lv_names(false), live);
-    assert_eq!(l.seqno("alt-vg"), 201, "one commit per operation, none lost");
+    assert_eq!(
+        l.seqno("alt-vg"),
+        201,
+        "one commit per operation, none lost"
+    );
     l.assert_vgck_clean("alt-vg");
 }
 
@@ -142,13 +225,21 @@ fn concurrent_tools_for_thirty_seconds() {
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("{}{i}", if ferro { "f" } else { "l" });
                 let args = ["lvcreate", "-an", "-n", &name, "-L", "1m", "conc-vg"];
-                if ferro { l.ferro_ok(&args) } else { l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", &name, "-L", "1m", "conc-vg"]) };
+                if ferro {
+                    l.ferro_ok(&args)
+                } else {
+                    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", &name, "-L", "1m", "conc-vg"])
+                };
                 commits += 1;
                 created.push(name);
                 if created.len() > 10 {
                     let victim = created.remove(0);
                     let path = format!("conc-vg/{victim}");
-                    if ferro { l.ferro_ok(&["lvremove", &path]) } else { l.lvm_ok(&["lvremove", "-y", &path]) };
+                    if ferro {
+                        l.ferro_ok(&["lvremove", &path])
+                    } else {
+                        l.lvm_ok(&["lvremove", "-y", &path])
+                    };
                     commits += 1;
                 }
                 i += 1;
@@ -170,7 +261,11 @@ fn concurrent_tools_for_thirty_seconds() {
     assert!(ca > 5 && cb > 5, "both tools made progress ({ca}, {cb})");
     assert_eq!(l.lv_names(false), a, "LVs lost or duplicated");
     assert_eq!(l.lv_names(true), a);
-    assert_eq!(l.seqno("conc-vg"), start_seqno + ca + cb, "every commit counted once");
+    assert_eq!(
+        l.seqno("conc-vg"),
+        start_seqno + ca + cb,
+        "every commit counted once"
+    );
     l.assert_vgck_clean("conc-vg");
 }
 
@@ -178,11 +273,28 @@ fn concurrent_tools_for_thirty_seconds() {
 #[test]
 fn full_metadata_area_is_refused_cleanly() {
     let l = Loops::new(1, 64);
-    l.ferro_ok(&["pvcreate", "--dataalignment", "64k", "--metadatasize", "32k", l.dev(0)]);
+    l.ferro_ok(&[
+        "pvcreate",
+        "--dataalignment",
+        "64k",
+        "--metadatasize",
+        "32k",
+        l.dev(0),
+    ]);
     l.ferro_ok(&["vgcreate", "-s", "64k", "full-vg", l.dev(0)]);
     let mut n = 0;
     let err = loop {
-        let out = l.ferro(&["lvcreate", "-an", "-n", &format!("lv_with_a_long_name_{n:04}"), "-l", "1", "--addtag", "some-tag-to-grow-metadata", "full-vg"]);
+        let out = l.ferro(&[
+            "lvcreate",
+            "-an",
+            "-n",
+            &format!("lv_with_a_long_name_{n:04}"),
+            "-l",
+            "1",
+            "--addtag",
+            "some-tag-to-grow-metadata",
+            "full-vg",
+        ]);
         if !out.status.success() {
             break String::from_utf8_lossy(&out.stderr).into_owned();
         }

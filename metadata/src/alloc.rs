@@ -25,7 +25,9 @@ impl FreeMap {
                 .flat_map(|seg| {
                     let len = seg.area_len();
                     seg.areas.iter().filter_map(move |a| match a {
-                        Area::Pv { pv: k, pe } if *k == pv.key => Some((*pe, pe.saturating_add(len).min(pv.pe_count))),
+                        Area::Pv { pv: k, pe } if *k == pv.key => {
+                            Some((*pe, pe.saturating_add(len).min(pv.pe_count)))
+                        }
                         _ => None,
                     })
                 })
@@ -51,16 +53,28 @@ impl FreeMap {
     }
 
     pub fn pv_free(&self, key: &str) -> u64 {
-        self.pvs.iter().filter(|(k, _)| k == key).flat_map(|(_, r)| r).map(|r| r.1 as u64).sum()
+        self.pvs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, r)| r)
+            .map(|r| r.1 as u64)
+            .sum()
     }
 
     pub fn total(&self) -> u64 {
-        self.pvs.iter().flat_map(|(_, r)| r).map(|r| r.1 as u64).sum()
+        self.pvs
+            .iter()
+            .flat_map(|(_, r)| r)
+            .map(|r| r.1 as u64)
+            .sum()
     }
 
     fn take(&mut self, key: &str, start: u32, len: u32) {
         if let Some((_, ranges)) = self.pvs.iter_mut().find(|(k, _)| k == key) {
-            if let Some(i) = ranges.iter().position(|&(s, l)| s <= start && start + len <= s + l) {
+            if let Some(i) = ranges
+                .iter()
+                .position(|&(s, l)| s <= start && start + len <= s + l)
+            {
                 let (s, l) = ranges.remove(i);
                 if start + len < s + l {
                     ranges.insert(i, (start + len, s + l - start - len));
@@ -87,19 +101,30 @@ pub struct Request<'a> {
 /// Allocates `req.extents` extents as segments starting at LV extent
 /// `first_le`. `continue_after` is the LV's last segment, which an extension
 /// tries to lengthen in place first.
-pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&Segment>) -> Result<Vec<Segment>, Error> {
+pub fn allocate(
+    vg: &Vg,
+    req: &Request,
+    first_le: u32,
+    continue_after: Option<&Segment>,
+) -> Result<Vec<Segment>, Error> {
     let mut free = FreeMap::of(vg);
     if let Some(allowed) = req.pvs {
         free.pvs.retain(|(k, _)| allowed.contains(k));
     }
     let stripes = req.stripes.max(1);
     let available = free.total();
-    let no_space = || Error::NoSpace { needed: req.extents as u64, free: available };
+    let no_space = || Error::NoSpace {
+        needed: req.extents as u64,
+        free: available,
+    };
     if req.extents == 0 {
         return Err(Error::Request("cannot allocate zero extents".into()));
     }
-    if req.extents % stripes != 0 {
-        return Err(Error::Request(format!("{} extents are not a multiple of {stripes} stripes", req.extents)));
+    if !req.extents.is_multiple_of(stripes) {
+        return Err(Error::Request(format!(
+            "{} extents are not a multiple of {stripes} stripes",
+            req.extents
+        )));
     }
     let mut segs = Vec::new();
     let mut le = first_le;
@@ -127,7 +152,11 @@ pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&S
         }
         if left > 0 {
             // One contiguous range if any PV has one.
-            let fit = free.pvs.iter().find_map(|(k, r)| r.iter().find(|&&(_, l)| l >= left).map(|&(s, _)| (k.clone(), s)));
+            let fit = free.pvs.iter().find_map(|(k, r)| {
+                r.iter()
+                    .find(|&&(_, l)| l >= left)
+                    .map(|&(s, _)| (k.clone(), s))
+            });
             if let Some((k, s)) = fit {
                 free.take(&k, s, left);
                 segs.push(linear(le, left, &k, s));
@@ -149,17 +178,28 @@ pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&S
         return Ok(merge_adjacent(segs));
     }
 
-    let stripe_size = req.stripe_size.ok_or_else(|| Error::Request("a striped LV needs a stripe size".into()))?;
+    let stripe_size = req
+        .stripe_size
+        .ok_or_else(|| Error::Request("a striped LV needs a stripe size".into()))?;
     while left > 0 {
         // The largest free range of each PV; the `stripes` largest on distinct PVs.
         let mut best: Vec<(String, u32, u32)> = free
             .pvs
             .iter()
-            .filter_map(|(k, r)| r.iter().max_by_key(|&&(s, l)| (l, std::cmp::Reverse(s))).map(|&(s, l)| (k.clone(), s, l)))
+            .filter_map(|(k, r)| {
+                r.iter()
+                    .max_by_key(|&&(s, l)| (l, std::cmp::Reverse(s)))
+                    .map(|&(s, l)| (k.clone(), s, l))
+            })
             .collect();
         best.sort_by_key(|b| std::cmp::Reverse(b.2));
         best.truncate(stripes as usize);
-        let per = best.iter().map(|b| b.2).min().unwrap_or(0).min(left / stripes);
+        let per = best
+            .iter()
+            .map(|b| b.2)
+            .min()
+            .unwrap_or(0)
+            .min(left / stripes);
         if best.len() < stripes as usize || per == 0 {
             return Err(Error::Request(format!(
                 "insufficient free space: {} extents in {stripes} stripes need {} free extents on each of {stripes} PVs",
@@ -170,7 +210,10 @@ pub fn allocate(vg: &Vg, req: &Request, first_le: u32, continue_after: Option<&S
         let mut areas = Vec::new();
         for (k, s, _) in &best {
             free.take(k, *s, per);
-            areas.push(Area::Pv { pv: k.clone(), pe: *s });
+            areas.push(Area::Pv {
+                pv: k.clone(),
+                pe: *s,
+            });
         }
         segs.push(Segment {
             start_extent: le,
@@ -193,7 +236,10 @@ fn linear(le: u32, n: u32, pv: &str, pe: u32) -> Segment {
         extent_count: n,
         segtype: "striped".into(),
         stripe_size: None,
-        areas: vec![Area::Pv { pv: pv.to_string(), pe }],
+        areas: vec![Area::Pv {
+            pv: pv.to_string(),
+            pe,
+        }],
         tags: vec![],
         fields: vec![],
     }
@@ -224,8 +270,14 @@ fn continues(prev: &Segment, next: &Segment) -> bool {
         && prev.stripe_size == next.stripe_size
         && prev.start_extent + prev.extent_count == next.start_extent;
     compatible
-        && prev.areas.iter().zip(&next.areas).all(|(a, b)| match (a, b) {
-            (Area::Pv { pv: p1, pe: e1 }, Area::Pv { pv: p2, pe: e2 }) => p1 == p2 && e1 + prev.area_len() == *e2,
-            _ => false,
-        })
+        && prev
+            .areas
+            .iter()
+            .zip(&next.areas)
+            .all(|(a, b)| match (a, b) {
+                (Area::Pv { pv: p1, pe: e1 }, Area::Pv { pv: p2, pe: e2 }) => {
+                    p1 == p2 && e1 + prev.area_len() == *e2
+                }
+                _ => false,
+            })
 }

@@ -61,22 +61,52 @@ pub fn plan_commit(pvs: &[PvMdas], text: &[u8]) -> Result<Vec<Write>, Error> {
         for h in pv.mdas.iter().filter(|h| !h.ignored()) {
             let p = h.place(len)?;
             let first = p.first as usize;
-            texts.push(Write { dev: pv.dev, offset: h.start + p.offset, data: padded(&text[..first]), phase: Phase::Text });
+            texts.push(Write {
+                dev: pv.dev,
+                offset: h.start + p.offset,
+                data: padded(&text[..first]),
+                phase: Phase::Text,
+            });
             if p.wrapped > 0 {
-                texts.push(Write { dev: pv.dev, offset: h.start + SECTOR as u64, data: padded(&text[first..]), phase: Phase::Text });
+                texts.push(Write {
+                    dev: pv.dev,
+                    offset: h.start + SECTOR as u64,
+                    data: padded(&text[first..]),
+                    phase: Phase::Text,
+                });
             }
-            let locn = RawLocn { offset: p.offset, size: len, checksum, flags: 0 };
+            let locn = RawLocn {
+                offset: p.offset,
+                size: len,
+                checksum,
+                flags: 0,
+            };
             let mut hp = h.clone();
             hp.slots[1] = locn;
-            pre.push(Write { dev: pv.dev, offset: h.start, data: hp.encode().to_vec(), phase: Phase::Precommit });
+            pre.push(Write {
+                dev: pv.dev,
+                offset: h.start,
+                data: hp.encode().to_vec(),
+                phase: Phase::Precommit,
+            });
             let mut hc = h.clone();
-            hc.slots[0] = RawLocn { flags: h.slots[0].flags, ..locn };
+            hc.slots[0] = RawLocn {
+                flags: h.slots[0].flags,
+                ..locn
+            };
             hc.slots[1] = RawLocn::default();
-            commit.push(Write { dev: pv.dev, offset: h.start, data: hc.encode().to_vec(), phase: Phase::Commit });
+            commit.push(Write {
+                dev: pv.dev,
+                offset: h.start,
+                data: hc.encode().to_vec(),
+                phase: Phase::Commit,
+            });
         }
     }
     if commit.is_empty() {
-        return Err(Error::Request("no metadata area is in use on the VG's PVs; refusing to write metadata nowhere".into()));
+        return Err(Error::Request(
+            "no metadata area is in use on the VG's PVs; refusing to write metadata nowhere".into(),
+        ));
     }
     texts.extend(pre);
     texts.extend(commit);
@@ -94,7 +124,12 @@ pub fn plan_labels(labels: &[(usize, PvLabel)], in_use: bool) -> Result<Vec<Writ
         } else {
             l.ext_flags &= !crate::label::PV_EXT_USED;
         }
-        out.push(Write { dev: *dev, offset: l.sector * SECTOR as u64, data: l.encode()?.to_vec(), phase: Phase::Label });
+        out.push(Write {
+            dev: *dev,
+            offset: l.sector * SECTOR as u64,
+            data: l.encode()?.to_vec(),
+            phase: Phase::Label,
+        });
     }
     Ok(out)
 }
@@ -105,8 +140,19 @@ pub fn plan_wipe(pvs: &[PvMdas]) -> Vec<Write> {
     for pv in pvs {
         for h in &pv.mdas {
             let mut hc = h.clone();
-            hc.slots = [RawLocn { flags: h.slots[0].flags, ..RawLocn::default() }, RawLocn::default()];
-            out.push(Write { dev: pv.dev, offset: h.start, data: hc.encode().to_vec(), phase: Phase::Commit });
+            hc.slots = [
+                RawLocn {
+                    flags: h.slots[0].flags,
+                    ..RawLocn::default()
+                },
+                RawLocn::default(),
+            ];
+            out.push(Write {
+                dev: pv.dev,
+                offset: h.start,
+                data: hc.encode().to_vec(),
+                phase: Phase::Commit,
+            });
         }
     }
     out

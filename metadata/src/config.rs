@@ -70,11 +70,17 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn line(&self) -> usize {
-        1 + self.src[..self.pos.min(self.src.len())].iter().filter(|&&c| c == b'\n').count()
+        1 + self.src[..self.pos.min(self.src.len())]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count()
     }
 
     fn err(&self, what: &'static str) -> Error {
-        Error::Syntax { line: self.line(), what }
+        Error::Syntax {
+            line: self.line(),
+            what,
+        }
     }
 
     fn skip_space(&mut self) {
@@ -101,7 +107,9 @@ impl<'a> Lexer<'a> {
     fn next(&mut self) -> Result<(Tok, usize), Error> {
         self.skip_space();
         let start = self.pos;
-        let Some(&c) = self.src.get(self.pos) else { return Ok((Tok::End, start)) };
+        let Some(&c) = self.src.get(self.pos) else {
+            return Ok((Tok::End, start));
+        };
         self.pos += 1;
         let t = match c {
             b'{' => Tok::Open,
@@ -119,7 +127,8 @@ impl<'a> Lexer<'a> {
                     }
                     self.pos += 1;
                 }
-                let w = std::str::from_utf8(&self.src[start..self.pos]).map_err(|_| self.err("invalid UTF-8"))?;
+                let w = std::str::from_utf8(&self.src[start..self.pos])
+                    .map_err(|_| self.err("invalid UTF-8"))?;
                 Tok::Word(w.to_string())
             }
         };
@@ -129,7 +138,9 @@ impl<'a> Lexer<'a> {
     fn quoted(&mut self, q: u8, escapes: bool) -> Result<String, Error> {
         let mut out = Vec::new();
         loop {
-            let Some(&c) = self.src.get(self.pos) else { return Err(self.err("unterminated string")) };
+            let Some(&c) = self.src.get(self.pos) else {
+                return Err(self.err("unterminated string"));
+            };
             self.pos += 1;
             if c == q {
                 break;
@@ -159,7 +170,7 @@ impl<'a> Parser<'a> {
         if self.peeked.is_none() {
             self.peeked = Some(self.lex.next()?);
         }
-        Ok(&self.peeked.as_ref().map(|p| &p.0).unwrap_or(&Tok::End))
+        Ok(self.peeked.as_ref().map(|p| &p.0).unwrap_or(&Tok::End))
     }
 
     fn bump(&mut self) -> Result<(Tok, usize), Error> {
@@ -187,11 +198,19 @@ impl<'a> Parser<'a> {
             match self.bump()? {
                 (Tok::Eq, _) => {
                     let value = self.value(depth)?;
-                    out.push(Node { key, value: NodeValue::Value(value), span: start..self.lex.pos });
+                    out.push(Node {
+                        key,
+                        value: NodeValue::Value(value),
+                        span: start..self.lex.pos,
+                    });
                 }
                 (Tok::Open, _) => {
                     let children = self.nodes(depth + 1, true)?;
-                    out.push(Node { key, value: NodeValue::Section(children), span: start..self.lex.pos });
+                    out.push(Node {
+                        key,
+                        value: NodeValue::Section(children),
+                        span: start..self.lex.pos,
+                    });
                 }
                 _ => return Err(self.lex.err("expected '=' or '{' after a name")),
             }
@@ -233,7 +252,10 @@ fn scalar(w: &str) -> Value {
         return Value::Int(i);
     }
     let digits = w.strip_prefix(['-', '+']).unwrap_or(w);
-    if !digits.is_empty() && digits.contains('.') && digits.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+    if !digits.is_empty()
+        && digits.contains('.')
+        && digits.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+    {
         return Value::Float(w.to_string());
     }
     Value::Str(w.to_string())
@@ -245,13 +267,14 @@ fn parse_int(w: &str) -> Option<i64> {
         b'+' => (false, &w[1..]),
         _ => (false, w),
     };
-    let (radix, digits) = if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        (16, h)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (8, &body[1..])
-    } else {
-        (10, body)
-    };
+    let (radix, digits) =
+        if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, h)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (8, &body[1..])
+        } else {
+            (10, body)
+        };
     if digits.is_empty() || !digits.bytes().all(|c| (c as char).is_digit(radix)) {
         return None;
     }
@@ -261,7 +284,10 @@ fn parse_int(w: &str) -> Option<i64> {
 
 /// Parses a whole metadata text (stops at the first NUL).
 pub fn parse(text: &[u8]) -> Result<Vec<Node>, Error> {
-    let mut p = Parser { lex: Lexer { src: text, pos: 0 }, peeked: None };
+    let mut p = Parser {
+        lex: Lexer { src: text, pos: 0 },
+        peeked: None,
+    };
     p.nodes(0, false)
 }
 
@@ -313,12 +339,23 @@ mod tests {
         assert_eq!(find(vg, "seqno").unwrap().as_value(), Some(&Value::Int(16)));
         assert_eq!(
             find(vg, "list").unwrap().as_value(),
-            Some(&Value::Array(vec![Value::Str("a".into()), Value::Str("b".into()), Value::Int(3), Value::Int(-4)]))
+            Some(&Value::Array(vec![
+                Value::Str("a".into()),
+                Value::Str("b".into()),
+                Value::Int(3),
+                Value::Int(-4)
+            ]))
         );
         let lv = find(vg, "my-lv").unwrap();
         assert_eq!(&t[lv.span.clone()], b"\"my-lv\" {\nf = 1.5\nw = bare\n}");
-        assert_eq!(find(lv.children().unwrap(), "f").unwrap().as_value(), Some(&Value::Float("1.5".into())));
-        assert_eq!(find(lv.children().unwrap(), "w").unwrap().as_value(), Some(&Value::Str("bare".into())));
+        assert_eq!(
+            find(lv.children().unwrap(), "f").unwrap().as_value(),
+            Some(&Value::Float("1.5".into()))
+        );
+        assert_eq!(
+            find(lv.children().unwrap(), "w").unwrap().as_value(),
+            Some(&Value::Str("bare".into()))
+        );
     }
 
     #[test]
@@ -331,7 +368,14 @@ mod tests {
 
     #[test]
     fn errors_not_panics() {
-        for bad in [&b"vg {"[..], b"vg { a = }", b"= 1", b"a = [1, {", b"a = \"x", b"a b"] {
+        for bad in [
+            &b"vg {"[..],
+            b"vg { a = }",
+            b"= 1",
+            b"a = [1, {",
+            b"a = \"x",
+            b"a b",
+        ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let deep = "a {".repeat(100);
@@ -342,6 +386,9 @@ mod tests {
     fn octal_and_overflow() {
         assert_eq!(scalar("010"), Value::Int(8));
         assert_eq!(scalar("0"), Value::Int(0));
-        assert_eq!(scalar("99999999999999999999"), Value::Str("99999999999999999999".into()));
+        assert_eq!(
+            scalar("99999999999999999999"),
+            Value::Str("99999999999999999999".into())
+        );
     }
 }

@@ -57,7 +57,9 @@ impl PvLabel {
         let mut damaged = None;
         for s in 0..4u64 {
             let start = (s as usize) * SECTOR;
-            let Some(sector) = scan.get(start..start + SECTOR) else { break };
+            let Some(sector) = scan.get(start..start + SECTOR) else {
+                break;
+            };
             if &sector[0..8] != LABEL_ID {
                 continue;
             }
@@ -82,14 +84,20 @@ impl PvLabel {
             return Err(bad("no LABELONE signature"));
         }
         if u64le(sector, 8) != index {
-            return Err(bad("sector_xl does not match the sector the label was found in"));
+            return Err(bad(
+                "sector_xl does not match the sector the label was found in",
+            ));
         }
         let crc = u32le(sector, 16);
         if crc != lvm_crc(&sector[20..]) {
-            return Err(Error::BadChecksum { what: "label", stored: crc, computed: lvm_crc(&sector[20..]) });
+            return Err(Error::BadChecksum {
+                what: "label",
+                stored: crc,
+                computed: lvm_crc(&sector[20..]),
+            });
         }
         let offset = u32le(sector, 20) as usize;
-        if offset != PV_HEADER_OFFSET && (offset < 32 || offset > SECTOR - 40) {
+        if offset != PV_HEADER_OFFSET && !(32..=SECTOR - 40).contains(&offset) {
             return Err(bad("pv_header offset out of range"));
         }
         if &sector[24..32] != LABEL_TYPE {
@@ -107,13 +115,26 @@ impl PvLabel {
         if pos + 8 <= SECTOR {
             ext_version = u32le(sector, pos);
             // Version 0 means "no extension": its flag word means nothing.
-            ext_flags = if ext_version == 0 { 0 } else { u32le(sector, pos + 4) };
+            ext_flags = if ext_version == 0 {
+                0
+            } else {
+                u32le(sector, pos + 4)
+            };
             pos += 8;
             if ext_version >= 1 {
                 bootloader_areas = read_list(sector, &mut pos)?;
             }
         }
-        Ok(PvLabel { sector: index, pv_uuid, device_size, data_areas, metadata_areas, ext_version, ext_flags, bootloader_areas })
+        Ok(PvLabel {
+            sector: index,
+            pv_uuid,
+            device_size,
+            data_areas,
+            metadata_areas,
+            ext_version,
+            ext_flags,
+            bootloader_areas,
+        })
     }
 
     /// Encodes the label sector (512 bytes) with its CRC.
@@ -198,8 +219,20 @@ mod tests {
             sector: 1,
             pv_uuid: Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap(),
             device_size: 67108864,
-            data_areas: vec![DiskLocn { offset: 1048576, size: 0 }],
-            metadata_areas: vec![DiskLocn { offset: 4096, size: 1044480 }, DiskLocn { offset: 66060288, size: 1048576 }],
+            data_areas: vec![DiskLocn {
+                offset: 1048576,
+                size: 0,
+            }],
+            metadata_areas: vec![
+                DiskLocn {
+                    offset: 4096,
+                    size: 1044480,
+                },
+                DiskLocn {
+                    offset: 66060288,
+                    size: 1048576,
+                },
+            ],
             ext_version: 2,
             ext_flags: PV_EXT_USED,
             bootloader_areas: vec![],
@@ -257,8 +290,20 @@ mod fuzz_regressions {
             sector: 1,
             pv_uuid: Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap(),
             device_size: 1 << 26,
-            data_areas: vec![DiskLocn { offset: 1 << 20, size: 0 }],
-            metadata_areas: vec![DiskLocn { offset: 4096, size: 1044480 }, DiskLocn { offset: 66060288, size: 1 << 20 }],
+            data_areas: vec![DiskLocn {
+                offset: 1 << 20,
+                size: 0,
+            }],
+            metadata_areas: vec![
+                DiskLocn {
+                    offset: 4096,
+                    size: 1044480,
+                },
+                DiskLocn {
+                    offset: 66060288,
+                    size: 1 << 20,
+                },
+            ],
             ext_version: 2,
             ext_flags: PV_EXT_USED,
             bootloader_areas: vec![],

@@ -54,7 +54,17 @@ impl MdaHeader {
     /// A fresh header with empty slots (what pvcreate writes).
     pub fn empty(start: u64, size: u64, ignored: bool) -> Self {
         let flags = if ignored { RAW_LOCN_IGNORED } else { 0 };
-        MdaHeader { start, size, slots: [RawLocn { flags, ..RawLocn::default() }, RawLocn::default()] }
+        MdaHeader {
+            start,
+            size,
+            slots: [
+                RawLocn {
+                    flags,
+                    ..RawLocn::default()
+                },
+                RawLocn::default(),
+            ],
+        }
     }
 
     pub fn ignored(&self) -> bool {
@@ -73,7 +83,11 @@ impl MdaHeader {
         let stored = u32le(sector, 0);
         let computed = lvm_crc(&sector[4..]);
         if stored != computed {
-            return Err(Error::BadChecksum { what: "mda header", stored, computed });
+            return Err(Error::BadChecksum {
+                what: "mda header",
+                stored,
+                computed,
+            });
         }
         if &sector[4..20] != MDA_MAGIC {
             return Err(Error::BadMdaHeader("wrong magic"));
@@ -84,7 +98,9 @@ impl MdaHeader {
         let start = u64le(sector, 24);
         let size = u64le(sector, 32);
         if start != expected_start {
-            return Err(Error::BadMdaHeader("start does not match the label's mda offset"));
+            return Err(Error::BadMdaHeader(
+                "start does not match the label's mda offset",
+            ));
         }
         if size < 2 * ALIGN {
             return Err(Error::BadMdaHeader("area too small"));
@@ -95,12 +111,20 @@ impl MdaHeader {
             checksum: u32le(sector, at + 16),
             flags: u32le(sector, at + 20),
         };
-        let h = MdaHeader { start, size, slots: [slot(40), slot(64)] };
+        let h = MdaHeader {
+            start,
+            size,
+            slots: [slot(40), slot(64)],
+        };
         for s in &h.slots {
             if s.is_empty() {
                 continue;
             }
-            if s.offset < ALIGN || s.offset >= size || s.size > size - ALIGN || s.size > u32::MAX as u64 {
+            if s.offset < ALIGN
+                || s.offset >= size
+                || s.size > size - ALIGN
+                || s.size > u32::MAX as u64
+            {
                 return Err(Error::BadMdaHeader("slot points outside the area"));
             }
         }
@@ -129,7 +153,10 @@ impl MdaHeader {
     pub fn text_ranges(&self, slot: &RawLocn) -> [(u64, u64); 2] {
         let first = slot.size.min(self.size - slot.offset);
         let wrapped = slot.size - first;
-        [(self.start + slot.offset, first), (self.start + ALIGN, wrapped)]
+        [
+            (self.start + slot.offset, first),
+            (self.start + ALIGN, wrapped),
+        ]
     }
 
     /// Checks `text` (read from `text_ranges`) against the slot's checksum.
@@ -140,7 +167,11 @@ impl MdaHeader {
         }
         let computed = c.finish();
         if computed != slot.checksum {
-            return Err(Error::BadChecksum { what: "metadata text", stored: slot.checksum, computed });
+            return Err(Error::BadChecksum {
+                what: "metadata text",
+                stored: slot.checksum,
+                computed,
+            });
         }
         Ok(())
     }
@@ -150,7 +181,11 @@ impl MdaHeader {
     pub fn place(&self, len: u64) -> Result<Placement, Error> {
         let max = self.max_text_len();
         if len > max {
-            return Err(Error::MetadataAreaFull { needed: len, available: max, mda_size: self.size });
+            return Err(Error::MetadataAreaFull {
+                needed: len,
+                available: max,
+                mda_size: self.size,
+            });
         }
         let old = self.slots[0];
         let offset = if old.is_empty() || old.ignored() || old.size == 0 {
@@ -173,11 +208,19 @@ impl MdaHeader {
             }
         };
         let first = len.min(self.size - offset);
-        let p = Placement { offset, first, wrapped: len - first };
+        let p = Placement {
+            offset,
+            first,
+            wrapped: len - first,
+        };
         if self.overlaps_committed(&p) {
             // Cannot happen with len <= max_text_len; kept as a guard because
             // overwriting the committed copy would lose the VG on a crash.
-            return Err(Error::MetadataAreaFull { needed: len, available: max, mda_size: self.size });
+            return Err(Error::MetadataAreaFull {
+                needed: len,
+                available: max,
+                mda_size: self.size,
+            });
         }
         Ok(p)
     }
@@ -187,11 +230,13 @@ impl MdaHeader {
         if old.is_empty() || old.ignored() {
             return false;
         }
-        let ranges = |off: u64, first: u64, wrapped: u64| [(off, off + first), (ALIGN, ALIGN + wrapped)];
+        let ranges =
+            |off: u64, first: u64, wrapped: u64| [(off, off + first), (ALIGN, ALIGN + wrapped)];
         let old_first = old.size.min(self.size - old.offset);
         let a = ranges(p.offset, p.first, p.wrapped);
         let b = ranges(old.offset, old_first, old.size - old_first);
-        a.iter().any(|&(s1, e1)| e1 > s1 && b.iter().any(|&(s2, e2)| e2 > s2 && s1 < e2 && s2 < e1))
+        a.iter()
+            .any(|&(s1, e1)| e1 > s1 && b.iter().any(|&(s2, e2)| e2 > s2 && s1 < e2 && s2 < e1))
     }
 }
 
@@ -202,13 +247,21 @@ mod tests {
     #[test]
     fn header_round_trip_and_checks() {
         let mut h = MdaHeader::empty(4096, 1044480, false);
-        h.slots[0] = RawLocn { offset: 5632, size: 1836, checksum: 0xc5892ed3, flags: 0 };
+        h.slots[0] = RawLocn {
+            offset: 5632,
+            size: 1836,
+            checksum: 0xc5892ed3,
+            flags: 0,
+        };
         let s = h.encode();
         assert_eq!(MdaHeader::decode(&s, 4096).unwrap(), h);
         assert!(MdaHeader::decode(&s, 8192).is_err());
         let mut c = s;
         c[50] ^= 1;
-        assert!(matches!(MdaHeader::decode(&c, 4096), Err(Error::BadChecksum { .. })));
+        assert!(matches!(
+            MdaHeader::decode(&c, 4096),
+            Err(Error::BadChecksum { .. })
+        ));
     }
 
     /// The sequence observed on a 32 KiB mda in the spec (2.2): a copy placed
@@ -217,10 +270,27 @@ mod tests {
     fn placement_wraps_like_lvm() {
         let size = 32768;
         let mut h = MdaHeader::empty(4096, size, false);
-        h.slots[0] = RawLocn { offset: 30720, size: 1287, checksum: 0, flags: 0 };
+        h.slots[0] = RawLocn {
+            offset: 30720,
+            size: 1287,
+            checksum: 0,
+            flags: 0,
+        };
         let p = h.place(1287).unwrap();
-        assert_eq!(p, Placement { offset: 32256, first: 512, wrapped: 775 });
-        h.slots[0] = RawLocn { offset: p.offset, size: 1287, checksum: 0, flags: 0 };
+        assert_eq!(
+            p,
+            Placement {
+                offset: 32256,
+                first: 512,
+                wrapped: 775
+            }
+        );
+        h.slots[0] = RawLocn {
+            offset: p.offset,
+            size: 1287,
+            checksum: 0,
+            flags: 0,
+        };
         let p = h.place(1287).unwrap();
         assert_eq!(p.offset, 1536);
         assert_eq!(p.wrapped, 0);
@@ -231,7 +301,10 @@ mod tests {
         let h = MdaHeader::empty(4096, 32768, false);
         assert_eq!(h.place(100).unwrap().offset, 512);
         assert_eq!(h.max_text_len(), (32768 - 512) / 2 - 512);
-        assert!(matches!(h.place(h.max_text_len() + 1), Err(Error::MetadataAreaFull { .. })));
+        assert!(matches!(
+            h.place(h.max_text_len() + 1),
+            Err(Error::MetadataAreaFull { .. })
+        ));
     }
 
     proptest::proptest! {
@@ -244,7 +317,7 @@ mod tests {
             for len in lens {
                 let len = len.min(h.max_text_len());
                 let p = h.place(len).unwrap();
-                proptest::prop_assert!(p.offset >= 512 && p.offset % 512 == 0 && p.offset < size);
+                proptest::prop_assert!(p.offset >= 512 && p.offset.is_multiple_of(512) && p.offset < size);
                 proptest::prop_assert!(p.offset + p.first <= size);
                 proptest::prop_assert!(p.wrapped == 0 || p.offset + p.first == size);
                 proptest::prop_assert!(!h.overlaps_committed(&p));

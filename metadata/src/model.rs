@@ -10,15 +10,51 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{self, Node, NodeValue, Value};
 use crate::{names, Error, Uuid};
 
-pub const VG_STATUS: &[&str] = &["EXPORTED", "RESIZEABLE", "PVMOVE", "READ", "WRITE", "CLUSTERED", "SHARED", "PARTIAL"];
+pub const VG_STATUS: &[&str] = &[
+    "EXPORTED",
+    "RESIZEABLE",
+    "PVMOVE",
+    "READ",
+    "WRITE",
+    "CLUSTERED",
+    "SHARED",
+    "PARTIAL",
+];
 pub const PV_STATUS: &[&str] = &["ALLOCATABLE", "EXPORTED", "MISSING"];
 const VG_KEYS: &[&str] = &[
-    "id", "seqno", "format", "status", "flags", "tags", "system_id", "lock_type", "lock_args", "extent_size", "max_lv", "max_pv",
-    "allocation_policy", "profile", "metadata_copies", "physical_volumes", "logical_volumes",
+    "id",
+    "seqno",
+    "format",
+    "status",
+    "flags",
+    "tags",
+    "system_id",
+    "lock_type",
+    "lock_args",
+    "extent_size",
+    "max_lv",
+    "max_pv",
+    "allocation_policy",
+    "profile",
+    "metadata_copies",
+    "physical_volumes",
+    "logical_volumes",
 ];
-const PV_KEYS: &[&str] = &["id", "device", "status", "flags", "tags", "dev_size", "pe_start", "pe_count"];
+const PV_KEYS: &[&str] = &[
+    "id", "device", "status", "flags", "tags", "dev_size", "pe_start", "pe_count",
+];
 const LV_KEYS: &[&str] = &[
-    "id", "status", "flags", "tags", "creation_time", "creation_host", "allocation_policy", "read_ahead", "major", "minor", "segment_count",
+    "id",
+    "status",
+    "flags",
+    "tags",
+    "creation_time",
+    "creation_host",
+    "allocation_policy",
+    "read_ahead",
+    "major",
+    "minor",
+    "segment_count",
 ];
 /// LV status words of plain linear/striped LVs that ferrolvm may modify.
 const MANAGED_LV_STATUS: &[&str] = &["READ", "WRITE", "VISIBLE", "FIXED_MINOR"];
@@ -189,9 +225,17 @@ impl<'a> Fields<'a> {
     fn new(nodes: &'a [Node], src: &'a [u8], what: &'static str) -> Result<Self, Error> {
         let mut seen = HashSet::new();
         if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.key.as_str())) {
-            return Err(Error::Invalid(format!("{what} section repeats the key {:?}", dup.key)));
+            return Err(Error::Invalid(format!(
+                "{what} section repeats the key {:?}",
+                dup.key
+            )));
         }
-        Ok(Fields { nodes, src, used: HashSet::new(), what })
+        Ok(Fields {
+            nodes,
+            src,
+            used: HashSet::new(),
+            what,
+        })
     }
 
     fn take(&mut self, key: &str) -> Option<&'a Node> {
@@ -201,7 +245,10 @@ impl<'a> Fields<'a> {
     }
 
     fn missing(&self, key: &'static str) -> Error {
-        Error::MissingField { section: self.what, key }
+        Error::MissingField {
+            section: self.what,
+            key,
+        }
     }
 
     /// A known key that must be a value, not a section.
@@ -224,7 +271,11 @@ impl<'a> Fields<'a> {
     fn section(&mut self, key: &'static str) -> Result<Option<&'a [Node]>, Error> {
         match self.take(key) {
             None => Ok(None),
-            Some(n) => n.children().map(Some).ok_or(Error::BadField { section: self.what, key, why: "expected a section" }),
+            Some(n) => n.children().map(Some).ok_or(Error::BadField {
+                section: self.what,
+                key,
+                why: "expected a section",
+            }),
         }
     }
 
@@ -232,7 +283,10 @@ impl<'a> Fields<'a> {
     fn check_kinds(&self, known: &[&str]) -> Result<(), Error> {
         for (i, n) in self.nodes.iter().enumerate() {
             if !self.used.contains(&i) && known.contains(&n.key.as_str()) {
-                return Err(Error::Invalid(format!("{} key {:?} has the wrong kind (section vs value)", self.what, n.key)));
+                return Err(Error::Invalid(format!(
+                    "{} key {:?} has the wrong kind (section vs value)",
+                    self.what, n.key
+                )));
             }
         }
         Ok(())
@@ -242,7 +296,11 @@ impl<'a> Fields<'a> {
         match self.value(key) {
             None => Ok(None),
             Some(Value::Str(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(Error::BadField { section: self.what, key, why: "expected a string" }),
+            Some(_) => Err(Error::BadField {
+                section: self.what,
+                key,
+                why: "expected a string",
+            }),
         }
     }
 
@@ -254,19 +312,31 @@ impl<'a> Fields<'a> {
         match self.value(key) {
             None => Ok(None),
             Some(Value::Int(i)) => Ok(Some(*i)),
-            Some(_) => Err(Error::BadField { section: self.what, key, why: "expected an integer" }),
+            Some(_) => Err(Error::BadField {
+                section: self.what,
+                key,
+                why: "expected an integer",
+            }),
         }
     }
 
     fn uint<T: TryFrom<i64>>(&mut self, key: &'static str) -> Result<T, Error> {
         let v = self.int_opt(key)?.ok_or_else(|| self.missing(key))?;
-        T::try_from(v).map_err(|_| Error::BadField { section: self.what, key, why: "out of range" })
+        T::try_from(v).map_err(|_| Error::BadField {
+            section: self.what,
+            key,
+            why: "out of range",
+        })
     }
 
     fn uint_opt<T: TryFrom<i64>>(&mut self, key: &'static str) -> Result<Option<T>, Error> {
         match self.int_opt(key)? {
             None => Ok(None),
-            Some(v) => T::try_from(v).map(Some).map_err(|_| Error::BadField { section: self.what, key, why: "out of range" }),
+            Some(v) => T::try_from(v).map(Some).map_err(|_| Error::BadField {
+                section: self.what,
+                key,
+                why: "out of range",
+            }),
         }
     }
 
@@ -277,13 +347,21 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|v| match v {
                     Value::Str(s) => Ok(s.clone()),
-                    _ => Err(Error::BadField { section: self.what, key, why: "expected a list of strings" }),
+                    _ => Err(Error::BadField {
+                        section: self.what,
+                        key,
+                        why: "expected a list of strings",
+                    }),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             // LVM accepts a scalar where a one-element list is expected.
             Some(Value::Str(s)) => Ok(Some(vec![s.clone()])),
-            Some(_) => Err(Error::BadField { section: self.what, key, why: "expected a list of strings" }),
+            Some(_) => Err(Error::BadField {
+                section: self.what,
+                key,
+                why: "expected a list of strings",
+            }),
         }
     }
 
@@ -300,7 +378,10 @@ impl<'a> Fields<'a> {
                 after = Some(n.key.clone());
             } else {
                 let text = String::from_utf8_lossy(&self.src[n.span.clone()]).into_owned();
-                out.push(Extra { after: after.clone(), text });
+                out.push(Extra {
+                    after: after.clone(),
+                    text,
+                });
             }
         }
         out
@@ -309,7 +390,10 @@ impl<'a> Fields<'a> {
 
 fn check_flags(words: &[String], allowed: &[&str], what: &'static str) -> Result<(), Error> {
     match words.iter().find(|w| !allowed.contains(&w.as_str())) {
-        Some(w) => Err(Error::UnknownFlag { what, flag: w.clone() }),
+        Some(w) => Err(Error::UnknownFlag {
+            what,
+            flag: w.clone(),
+        }),
         None => Ok(()),
     }
 }
@@ -351,30 +435,48 @@ impl Vg {
         let lock_args = f.str_opt("lock_args")?;
         let extent_size: u32 = f.uint("extent_size")?;
         if extent_size == 0 {
-            return Err(Error::BadField { section: "VG", key: "extent_size", why: "must not be zero" });
+            return Err(Error::BadField {
+                section: "VG",
+                key: "extent_size",
+                why: "must not be zero",
+            });
         }
         let max_lv = f.uint("max_lv")?;
         let max_pv = f.uint("max_pv")?;
         let allocation_policy = f.str_opt("allocation_policy")?;
         let profile = f.str_opt("profile")?;
         let metadata_copies = f.uint_opt("metadata_copies")?;
-        let pv_section = f.section("physical_volumes")?.ok_or_else(|| f.missing("physical_volumes"))?;
+        let pv_section = f
+            .section("physical_volumes")?
+            .ok_or_else(|| f.missing("physical_volumes"))?;
         let mut pvs = Vec::new();
         for n in pv_section {
-            let c = n.children().ok_or(Error::BadField { section: "physical_volumes", key: "pv", why: "expected a section" })?;
+            let c = n.children().ok_or(Error::BadField {
+                section: "physical_volumes",
+                key: "pv",
+                why: "expected a section",
+            })?;
             pvs.push(Pv::from_nodes(&n.key, c, src)?);
         }
         let mut lvs = Vec::new();
         if let Some(lv_section) = f.section("logical_volumes")? {
             for n in lv_section {
-                let c = n.children().ok_or(Error::BadField { section: "logical_volumes", key: "lv", why: "expected a section" })?;
+                let c = n.children().ok_or(Error::BadField {
+                    section: "logical_volumes",
+                    key: "lv",
+                    why: "expected a section",
+                })?;
                 lvs.push(Lv::from_nodes(&n.key, c, &src[n.span.clone()], src, &pvs)?);
             }
         }
         let mut historical = None;
         let mut historical_names = Vec::new();
         if let Some(h) = f.take("historical_logical_volumes") {
-            let c = h.children().ok_or(Error::BadField { section: "VG", key: "historical_logical_volumes", why: "expected a section" })?;
+            let c = h.children().ok_or(Error::BadField {
+                section: "VG",
+                key: "historical_logical_volumes",
+                why: "expected a section",
+            })?;
             historical = Some(String::from_utf8_lossy(&src[h.span.clone()]).into_owned());
             historical_names = c.iter().map(|n| n.key.clone()).collect();
         }
@@ -438,10 +540,14 @@ impl Vg {
         let mut ids = HashSet::new();
         for pv in &self.pvs {
             if !keys.insert(pv.key.as_str()) || !ids.insert(pv.id) {
-                return Err(inv(format!("duplicate physical volume {} ({})", pv.key, pv.id)));
+                return Err(inv(format!(
+                    "duplicate physical volume {} ({})",
+                    pv.key, pv.id
+                )));
             }
         }
-        let mut lv_names: HashSet<&str> = self.historical_names.iter().map(|s| s.as_str()).collect();
+        let mut lv_names: HashSet<&str> =
+            self.historical_names.iter().map(|s| s.as_str()).collect();
         let mut lv_ids = HashSet::new();
         for lv in &self.lvs {
             names::check_existing_lv_name(&lv.name)?;
@@ -454,11 +560,21 @@ impl Vg {
             let mut next = 0u32;
             for seg in &lv.segments {
                 if seg.start_extent != next || seg.extent_count == 0 {
-                    return Err(inv(format!("segments of {} do not tile the LV at extent {}", lv.name, next)));
+                    return Err(inv(format!(
+                        "segments of {} do not tile the LV at extent {}",
+                        lv.name, next
+                    )));
                 }
-                next = next.checked_add(seg.extent_count).ok_or_else(|| inv(format!("{} is too large", lv.name)))?;
-                if seg.is_striped() && (seg.areas.is_empty() || seg.extent_count % seg.areas.len() as u32 != 0) {
-                    return Err(inv(format!("striped segment of {} has a length not divisible by its stripes", lv.name)));
+                next = next
+                    .checked_add(seg.extent_count)
+                    .ok_or_else(|| inv(format!("{} is too large", lv.name)))?;
+                if seg.is_striped()
+                    && (seg.areas.is_empty() || seg.extent_count % seg.areas.len() as u32 != 0)
+                {
+                    return Err(inv(format!(
+                        "striped segment of {} has a length not divisible by its stripes",
+                        lv.name
+                    )));
                 }
             }
         }
@@ -468,11 +584,16 @@ impl Vg {
             for seg in &lv.segments {
                 for a in &seg.areas {
                     if let Area::Pv { pv, pe } = a {
-                        let p = self.pv(pv).ok_or_else(|| inv(format!("{} refers to unknown PV {pv}", lv.name)))?;
+                        let p = self
+                            .pv(pv)
+                            .ok_or_else(|| inv(format!("{} refers to unknown PV {pv}", lv.name)))?;
                         let len = seg.area_len();
                         let end = pe.checked_add(len).filter(|&e| e <= p.pe_count);
                         let Some(end) = end else {
-                            return Err(inv(format!("{} uses extents {pe}+{len} beyond the end of {pv}", lv.name)));
+                            return Err(inv(format!(
+                                "{} uses extents {pe}+{len} beyond the end of {pv}",
+                                lv.name
+                            )));
                         };
                         if seg.is_striped() {
                             used.entry(pv).or_default().push((*pe, end, &lv.name));
@@ -485,7 +606,10 @@ impl Vg {
             ranges.sort();
             for w in ranges.windows(2) {
                 if w[1].0 < w[0].1 {
-                    return Err(inv(format!("{} and {} overlap on {pv} at extent {}", w[0].2, w[1].2, w[1].0)));
+                    return Err(inv(format!(
+                        "{} and {} overlap on {pv} at extent {}",
+                        w[0].2, w[1].2, w[1].0
+                    )));
                 }
             }
         }
@@ -495,9 +619,16 @@ impl Vg {
     /// Why ferrolvm must not write this VG, if it must not. `local_system_id`
     /// is this host's LVM system ID, if it has one.
     pub fn check_writable(&self, local_system_id: Option<&str>) -> Result<(), Error> {
-        let refuse = |why: String| Err(Error::NotWritable { vg: self.name.clone(), why });
+        let refuse = |why: String| {
+            Err(Error::NotWritable {
+                vg: self.name.clone(),
+                why,
+            })
+        };
         if let Some(lt) = &self.lock_type {
-            return refuse(format!("it is a shared VG (lock_type {lt}) that needs lvmlockd"));
+            return refuse(format!(
+                "it is a shared VG (lock_type {lt}) that needs lvmlockd"
+            ));
         }
         if let Some(sid) = self.system_id.as_deref().filter(|s| !s.is_empty()) {
             if Some(sid) != local_system_id {
@@ -510,10 +641,18 @@ impl Vg {
         if !self.status.iter().any(|s| s == "WRITE") {
             return refuse("it is read-only".into());
         }
-        if self.status.iter().any(|s| s == "PARTIAL" || s == "CLUSTERED") {
+        if self
+            .status
+            .iter()
+            .any(|s| s == "PARTIAL" || s == "CLUSTERED")
+        {
             return refuse("it is partial or clustered".into());
         }
-        if let Some(pv) = self.pvs.iter().find(|p| p.status.iter().chain(&p.flags).any(|s| s == "MISSING")) {
+        if let Some(pv) = self
+            .pvs
+            .iter()
+            .find(|p| p.status.iter().chain(&p.flags).any(|s| s == "MISSING"))
+        {
             return refuse(format!("physical volume {} is missing", pv.id));
         }
         Ok(())
@@ -533,12 +672,29 @@ impl Pv {
         let pe_start = f.uint("pe_start")?;
         let pe_count = f.uint("pe_count")?;
         f.check_kinds(PV_KEYS)?;
-        Ok(Pv { key: key.to_string(), id, device, status, flags, tags, dev_size, pe_start, pe_count, extras: f.extras() })
+        Ok(Pv {
+            key: key.to_string(),
+            id,
+            device,
+            status,
+            flags,
+            tags,
+            dev_size,
+            pe_start,
+            pe_count,
+            extras: f.extras(),
+        })
     }
 }
 
 impl Lv {
-    fn from_nodes(name: &str, nodes: &[Node], own_src: &[u8], src: &[u8], pvs: &[Pv]) -> Result<Lv, Error> {
+    fn from_nodes(
+        name: &str,
+        nodes: &[Node],
+        own_src: &[u8],
+        src: &[u8],
+        pvs: &[Pv],
+    ) -> Result<Lv, Error> {
         let mut f = Fields::new(nodes, src, "LV")?;
         let id = f.uuid()?;
         let status = f.str_list("status")?.ok_or_else(|| f.missing("status"))?;
@@ -560,7 +716,10 @@ impl Lv {
             }
         }
         if seg_nodes.len() != segment_count as usize {
-            return Err(Error::Invalid(format!("{name}: segment_count is {segment_count} but {} segments follow", seg_nodes.len())));
+            return Err(Error::Invalid(format!(
+                "{name}: segment_count is {segment_count} but {} segments follow",
+                seg_nodes.len()
+            )));
         }
         let mut segments = Vec::new();
         let mut simple = true;
@@ -573,8 +732,13 @@ impl Lv {
         let extras = f.extras();
         let managed = simple
             && extras.is_empty()
-            && status.iter().all(|s| MANAGED_LV_STATUS.contains(&s.as_str()))
-            && seg_nodes.iter().enumerate().all(|(i, n)| n.key == format!("segment{}", i + 1));
+            && status
+                .iter()
+                .all(|s| MANAGED_LV_STATUS.contains(&s.as_str()))
+            && seg_nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| n.key == format!("segment{}", i + 1));
         let verbatim = (!managed).then(|| String::from_utf8_lossy(own_src).into_owned());
         Ok(Lv {
             name: name.to_string(),
@@ -604,7 +768,15 @@ impl Segment {
         let segtype = f.str_req("type")?;
         let tags = f.str_list("tags")?.unwrap_or_default();
         f.check_kinds(&["start_extent", "extent_count", "type", "tags"])?;
-        let mut seg = Segment { start_extent, extent_count, segtype, stripe_size: None, areas: Vec::new(), tags, fields: Vec::new() };
+        let mut seg = Segment {
+            start_extent,
+            extent_count,
+            segtype,
+            stripe_size: None,
+            areas: Vec::new(),
+            tags,
+            fields: Vec::new(),
+        };
         if seg.segtype == "striped" {
             let stripe_count: u32 = f.uint("stripe_count")?;
             seg.stripe_size = f.uint_opt("stripe_size")?;
@@ -613,9 +785,17 @@ impl Segment {
             let Some(Value::Array(items)) = stripes else {
                 return Err(f.missing("stripes"));
             };
-            seg.areas = area_pairs(items).ok_or(Error::BadField { section: "segment", key: "stripes", why: "expected name, extent pairs" })?;
+            seg.areas = area_pairs(items).ok_or(Error::BadField {
+                section: "segment",
+                key: "stripes",
+                why: "expected name, extent pairs",
+            })?;
             if seg.areas.len() != stripe_count as usize || stripe_count == 0 {
-                return Err(Error::BadField { section: "segment", key: "stripe_count", why: "does not match the stripes list" });
+                return Err(Error::BadField {
+                    section: "segment",
+                    key: "stripe_count",
+                    why: "does not match the stripes list",
+                });
             }
             if stripe_count > 1 && seg.stripe_size.is_none() {
                 return Err(f.missing("stripe_size"));
@@ -642,7 +822,7 @@ impl Segment {
 }
 
 fn area_pairs(items: &[Value]) -> Option<Vec<Area>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return None;
     }
     items
@@ -650,7 +830,17 @@ fn area_pairs(items: &[Value]) -> Option<Vec<Area>> {
         .map(|c| match (&c[0], &c[1]) {
             (Value::Str(name), Value::Int(n)) => {
                 let n = u32::try_from(*n).ok()?;
-                Some(if name.starts_with("pv") { Area::Pv { pv: name.clone(), pe: n } } else { Area::Lv { lv: name.clone(), le: n } })
+                Some(if name.starts_with("pv") {
+                    Area::Pv {
+                        pv: name.clone(),
+                        pe: n,
+                    }
+                } else {
+                    Area::Lv {
+                        lv: name.clone(),
+                        le: n,
+                    }
+                })
             }
             _ => None,
         })
@@ -670,7 +860,11 @@ struct Section<'a> {
 
 impl<'a> Section<'a> {
     fn new(out: &'a mut String, extras: &'a [Extra]) -> Self {
-        let mut s = Section { out, extras, done: vec![false; extras.len()] };
+        let mut s = Section {
+            out,
+            extras,
+            done: vec![false; extras.len()],
+        };
         s.flush(None);
         s
     }
@@ -793,13 +987,19 @@ impl Vg {
         s.finish();
         out.push_str("}\n");
         let ctime = ctime(trailer.creation_time);
-        out.push_str(&format!("# Generated by {}: {ctime}\n\n", trailer.generator));
+        out.push_str(&format!(
+            "# Generated by {}: {ctime}\n\n",
+            trailer.generator
+        ));
         out.push_str("contents = \"Text Format Volume Group\"\nversion = 1\n\n");
         out.push_str("description = ");
         config::write_str(&mut out, &trailer.description);
         out.push_str("\n\ncreation_host = ");
         config::write_str(&mut out, &trailer.creation_host);
-        out.push_str(&format!("\t# {}\ncreation_time = {}\t# {ctime}\n\n", trailer.uname, trailer.creation_time));
+        out.push_str(&format!(
+            "\t# {}\ncreation_time = {}\t# {ctime}\n\n",
+            trailer.uname, trailer.creation_time
+        ));
         let mut bytes = out.into_bytes();
         bytes.push(0);
         bytes
@@ -874,7 +1074,10 @@ impl Lv {
 
 impl Segment {
     fn write_striped(&self, out: &mut String, index: usize) {
-        out.push_str(&format!("segment{index} {{\nstart_extent = {}\nextent_count = {}\n\ntype = \"striped\"\n", self.start_extent, self.extent_count));
+        out.push_str(&format!(
+            "segment{index} {{\nstart_extent = {}\nextent_count = {}\n\ntype = \"striped\"\n",
+            self.start_extent, self.extent_count
+        ));
         if !self.tags.is_empty() {
             out.push_str("tags = ");
             write_list(out, &self.tags);
@@ -891,7 +1094,10 @@ impl Segment {
                 Area::Lv { lv, le } => (lv, le),
             };
             config::write_str(out, name);
-            out.push_str(&format!(", {n}{}\n", if i + 1 < self.areas.len() { "," } else { "" }));
+            out.push_str(&format!(
+                ", {n}{}\n",
+                if i + 1 < self.areas.len() { "," } else { "" }
+            ));
         }
         out.push_str("]\n}\n");
     }
@@ -900,7 +1106,9 @@ impl Segment {
 /// `ctime(3)`-style time in UTC without the newline: `Wed Nov 25 01:50:42 2026`.
 pub fn ctime(t: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = (t / 86400) as i64;
     let secs = t % 86400;
     // Civil-from-days (Howard Hinnant's algorithm).

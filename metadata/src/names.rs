@@ -12,7 +12,11 @@ const RESERVED_LV_SUBSTRINGS: &[&str] = &[
 ];
 
 fn check_common(kind: &'static str, name: &str) -> Result<(), Error> {
-    let bad = |why: &'static str| Error::BadName { kind, name: name.to_string(), why };
+    let bad = |why: &'static str| Error::BadName {
+        kind,
+        name: name.to_string(),
+        why,
+    };
     if name.is_empty() {
         return Err(bad("empty"));
     }
@@ -25,7 +29,10 @@ fn check_common(kind: &'static str, name: &str) -> Result<(), Error> {
     if name.starts_with('-') {
         return Err(bad("must not start with '-'"));
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c)) {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c))
+    {
         return Err(bad("only [A-Za-z0-9+_.-] are allowed"));
     }
     Ok(())
@@ -39,9 +46,15 @@ pub fn check_vg_name(name: &str) -> Result<(), Error> {
 /// A name a user may give a new LV (LVM's internal component names are refused).
 pub fn check_lv_name(name: &str) -> Result<(), Error> {
     check_common("LV", name)?;
-    let bad = |why: &'static str| Error::BadName { kind: "LV", name: name.to_string(), why };
+    let bad = |why: &'static str| Error::BadName {
+        kind: "LV",
+        name: name.to_string(),
+        why,
+    };
     if RESERVED_LV_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Err(bad("names starting with 'snapshot' or 'pvmove' are reserved"));
+        return Err(bad(
+            "names starting with 'snapshot' or 'pvmove' are reserved",
+        ));
     }
     if RESERVED_LV_SUBSTRINGS.iter().any(|s| name.contains(s)) {
         return Err(bad("contains a suffix reserved for LVM's internal volumes"));
@@ -57,11 +70,17 @@ pub fn check_existing_lv_name(name: &str) -> Result<(), Error> {
 pub fn check_tag(tag: &str) -> Result<(), Error> {
     let ok = !tag.is_empty()
         && tag.len() <= 1024
-        && tag.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+/=!:&#-".contains(&c));
+        && tag
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._+/=!:&#-".contains(&c));
     if ok {
         Ok(())
     } else {
-        Err(Error::BadName { kind: "tag", name: tag.to_string(), why: "only [A-Za-z0-9._+/=!:&#-] are allowed" })
+        Err(Error::BadName {
+            kind: "tag",
+            name: tag.to_string(),
+            why: "only [A-Za-z0-9._+/=!:&#-] are allowed",
+        })
     }
 }
 
@@ -78,7 +97,13 @@ mod tests {
         for bad in ["", ".", "..", "-x", "a b", "a/b", &"x".repeat(128)] {
             assert!(check_vg_name(bad).is_err(), "{bad:?}");
         }
-        for bad in ["snapshot1", "pvmove0", "pool_tmeta", "x_rimage_0", "lvol0_pmspare"] {
+        for bad in [
+            "snapshot1",
+            "pvmove0",
+            "pool_tmeta",
+            "x_rimage_0",
+            "lvol0_pmspare",
+        ] {
             assert!(check_lv_name(bad).is_err(), "{bad:?}");
             check_existing_lv_name(bad).unwrap();
         }

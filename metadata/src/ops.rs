@@ -30,9 +30,13 @@ pub struct NewLv {
 
 fn pv_entry(key: String, p: &NewPv, extent_size: u32) -> Result<Pv, Error> {
     let pe_count = p.data_sectors / extent_size as u64;
-    let pe_count = u32::try_from(pe_count).map_err(|_| Error::Request(format!("{} has too many extents", p.device)))?;
+    let pe_count = u32::try_from(pe_count)
+        .map_err(|_| Error::Request(format!("{} has too many extents", p.device)))?;
     if pe_count == 0 {
-        return Err(Error::Request(format!("{} is smaller than one extent", p.device)));
+        return Err(Error::Request(format!(
+            "{} is smaller than one extent",
+            p.device
+        )));
     }
     Ok(Pv {
         key,
@@ -49,10 +53,21 @@ fn pv_entry(key: String, p: &NewPv, extent_size: u32) -> Result<Pv, Error> {
 }
 
 /// A new VG (seqno 0; the first commit writes seqno 1).
-pub fn new_vg(name: &str, id: Uuid, extent_size: u32, pvs: &[NewPv], tags: Vec<String>) -> Result<Vg, Error> {
+pub fn new_vg(
+    name: &str,
+    id: Uuid,
+    extent_size: u32,
+    pvs: &[NewPv],
+    tags: Vec<String>,
+) -> Result<Vg, Error> {
     names::check_vg_name(name)?;
-    if extent_size == 0 || (!extent_size.is_power_of_two() && extent_size % 256 != 0) || extent_size < 8 {
-        return Err(Error::Request(format!("extent size of {extent_size} sectors is not a power of 2 of at least 4 KiB")));
+    if extent_size == 0
+        || (!extent_size.is_power_of_two() && !extent_size.is_multiple_of(256))
+        || extent_size < 8
+    {
+        return Err(Error::Request(format!(
+            "extent size of {extent_size} sectors is not a power of 2 of at least 4 KiB"
+        )));
     }
     for t in &tags {
         names::check_tag(t)?;
@@ -60,7 +75,11 @@ pub fn new_vg(name: &str, id: Uuid, extent_size: u32, pvs: &[NewPv], tags: Vec<S
     if pvs.is_empty() {
         return Err(Error::Request("a VG needs at least one PV".into()));
     }
-    let pvs = pvs.iter().enumerate().map(|(i, p)| pv_entry(format!("pv{i}"), p, extent_size)).collect::<Result<Vec<_>, _>>()?;
+    let pvs = pvs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pv_entry(format!("pv{i}"), p, extent_size))
+        .collect::<Result<Vec<_>, _>>()?;
     let vg = Vg {
         name: name.to_string(),
         id,
@@ -88,21 +107,27 @@ pub fn new_vg(name: &str, id: Uuid, extent_size: u32, pvs: &[NewPv], tags: Vec<S
     Ok(vg)
 }
 
-/// Adds PVs (vgextend).
-pub fn add_pvs(vg: &mut Vg, pvs: &[NewPv]) -> Result<(), Error> {
+fn add_pvs_inner(vg: &mut Vg, pvs: &[NewPv]) -> Result<(), Error> {
     if vg.max_pv != 0 && vg.pvs.len() + pvs.len() > vg.max_pv as usize {
-        return Err(Error::Request(format!("VG {} allows at most {} PVs", vg.name, vg.max_pv)));
+        return Err(Error::Request(format!(
+            "VG {} allows at most {} PVs",
+            vg.name, vg.max_pv
+        )));
     }
     let mut next = 0;
     let mut out = vg.clone();
     for p in pvs {
         if out.pv_by_id(&p.id).is_some() {
-            return Err(Error::Request(format!("{} is already in VG {}", p.device, vg.name)));
+            return Err(Error::Request(format!(
+                "{} is already in VG {}",
+                p.device, vg.name
+            )));
         }
         while out.pv(&format!("pv{next}")).is_some() {
             next += 1;
         }
-        out.pvs.push(pv_entry(format!("pv{next}"), p, vg.extent_size)?);
+        out.pvs
+            .push(pv_entry(format!("pv{next}"), p, vg.extent_size)?);
     }
     out.validate()?;
     *vg = out;
@@ -111,26 +136,50 @@ pub fn add_pvs(vg: &mut Vg, pvs: &[NewPv]) -> Result<(), Error> {
 
 fn managed_lv<'a>(vg: &'a mut Vg, name: &str) -> Result<&'a mut Lv, Error> {
     let vgname = vg.name.clone();
-    let lv = vg.lv_mut(name).ok_or_else(|| Error::Request(format!("logical volume {vgname}/{name} not found")))?;
+    let lv = vg
+        .lv_mut(name)
+        .ok_or_else(|| Error::Request(format!("logical volume {vgname}/{name} not found")))?;
     if !lv.managed() {
         return Err(Error::Request(format!("{vgname}/{name} has a segment type or fields ferrolvm does not manage; use lvm2 for it")));
     }
     Ok(lv)
 }
 
-/// Creates a linear (stripes = 1) or striped LV.
-pub fn create_lv(vg: &mut Vg, new: NewLv, extents: u32, stripes: u32, stripe_size: Option<u32>, pvs: Option<&[String]>) -> Result<(), Error> {
+fn create_lv_inner(
+    vg: &mut Vg,
+    new: NewLv,
+    extents: u32,
+    stripes: u32,
+    stripe_size: Option<u32>,
+    pvs: Option<&[String]>,
+) -> Result<(), Error> {
     names::check_lv_name(&new.name)?;
     for t in &new.tags {
         names::check_tag(t)?;
     }
     if vg.lv(&new.name).is_some() || vg.historical_names.contains(&new.name) {
-        return Err(Error::Request(format!("logical volume {}/{} already exists", vg.name, new.name)));
+        return Err(Error::Request(format!(
+            "logical volume {}/{} already exists",
+            vg.name, new.name
+        )));
     }
     if vg.max_lv != 0 && vg.visible_lv_count() >= vg.max_lv as usize {
-        return Err(Error::Request(format!("VG {} allows at most {} LVs", vg.name, vg.max_lv)));
+        return Err(Error::Request(format!(
+            "VG {} allows at most {} LVs",
+            vg.name, vg.max_lv
+        )));
     }
-    let segments = alloc::allocate(vg, &Request { extents, stripes, stripe_size, pvs }, 0, None)?;
+    let segments = alloc::allocate(
+        vg,
+        &Request {
+            extents,
+            stripes,
+            stripe_size,
+            pvs,
+        },
+        0,
+        None,
+    )?;
     let lv = Lv {
         name: new.name,
         id: new.id,
@@ -148,42 +197,60 @@ pub fn create_lv(vg: &mut Vg, new: NewLv, extents: u32, stripes: u32, stripe_siz
         extras: vec![],
     };
     // LVM writes visible LVs before hidden ones.
-    let at = vg.lvs.iter().rposition(|l| l.visible()).map_or(0, |i| i + 1);
+    let at = vg
+        .lvs
+        .iter()
+        .rposition(|l| l.visible())
+        .map_or(0, |i| i + 1);
     vg.lvs.insert(at, lv);
     vg.validate()
 }
 
-/// Grows an LV to `new_extents`, with the stripe geometry of its last segment.
-pub fn extend_lv(vg: &mut Vg, name: &str, new_extents: u32, pvs: Option<&[String]>) -> Result<(), Error> {
+fn extend_lv_inner(
+    vg: &mut Vg,
+    name: &str,
+    new_extents: u32,
+    pvs: Option<&[String]>,
+) -> Result<(), Error> {
     let snapshot = vg.clone();
     let lv = managed_lv(vg, name)?;
     let cur = lv.extent_count();
     if new_extents <= cur {
-        return Err(Error::Request(format!("new size ({new_extents} extents) is not larger than the current {cur}")));
+        return Err(Error::Request(format!(
+            "new size ({new_extents} extents) is not larger than the current {cur}"
+        )));
     }
     let last = lv.segments.last().cloned();
     let stripes = last.as_ref().map_or(1, |s| s.areas.len() as u32);
     let stripe_size = last.as_ref().and_then(|s| s.stripe_size);
     let add = new_extents - cur;
     let add = add.div_ceil(stripes) * stripes;
-    let segs = alloc::allocate(&snapshot, &Request { extents: add, stripes, stripe_size, pvs }, cur, last.as_ref())?;
+    let segs = alloc::allocate(
+        &snapshot,
+        &Request {
+            extents: add,
+            stripes,
+            stripe_size,
+            pvs,
+        },
+        cur,
+        last.as_ref(),
+    )?;
     let lv = managed_lv(vg, name)?;
     let mut all = std::mem::take(&mut lv.segments);
     all.extend(segs);
     lv.segments = alloc::merge_adjacent(all);
-    if let Err(e) = vg.validate() {
-        *vg = snapshot;
-        return Err(e);
-    }
     Ok(())
 }
 
-/// Shrinks an LV to `new_extents` by dropping extents from its end.
-pub fn reduce_lv(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error> {
+fn reduce_lv_inner(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error> {
     let lv = managed_lv(vg, name)?;
     let cur = lv.extent_count();
     if new_extents >= cur || new_extents == 0 {
-        return Err(Error::Request(format!("new size ({new_extents} extents) must be between 1 and {}", cur - 1)));
+        return Err(Error::Request(format!(
+            "new size ({new_extents} extents) must be between 1 and {}",
+            cur - 1
+        )));
     }
     let mut keep = Vec::new();
     for mut seg in std::mem::take(&mut lv.segments) {
@@ -193,8 +260,10 @@ pub fn reduce_lv(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error>
         if seg.start_extent + seg.extent_count > new_extents {
             let n = new_extents - seg.start_extent;
             let stripes = seg.areas.len() as u32;
-            if n % stripes != 0 {
-                return Err(Error::Request(format!("{n} extents cannot be split over {stripes} stripes")));
+            if !n.is_multiple_of(stripes) {
+                return Err(Error::Request(format!(
+                    "{n} extents cannot be split over {stripes} stripes"
+                )));
             }
             seg.extent_count = n;
         }
@@ -204,22 +273,25 @@ pub fn reduce_lv(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error>
     vg.validate()
 }
 
-pub fn remove_lv(vg: &mut Vg, name: &str) -> Result<(), Error> {
+fn remove_lv_inner(vg: &mut Vg, name: &str) -> Result<(), Error> {
     managed_lv(vg, name)?;
     vg.lvs.retain(|l| l.name != name);
     Ok(())
 }
 
-pub fn rename_lv(vg: &mut Vg, old: &str, new: &str) -> Result<(), Error> {
+fn rename_lv_inner(vg: &mut Vg, old: &str, new: &str) -> Result<(), Error> {
     names::check_lv_name(new)?;
     if vg.lv(new).is_some() || vg.historical_names.iter().any(|n| n == new) {
-        return Err(Error::Request(format!("logical volume {}/{new} already exists", vg.name)));
+        return Err(Error::Request(format!(
+            "logical volume {}/{new} already exists",
+            vg.name
+        )));
     }
     managed_lv(vg, old)?.name = new.to_string();
     Ok(())
 }
 
-pub fn add_lv_tags(vg: &mut Vg, name: &str, tags: &[String]) -> Result<(), Error> {
+fn add_lv_tags_inner(vg: &mut Vg, name: &str, tags: &[String]) -> Result<(), Error> {
     for t in tags {
         names::check_tag(t)?;
     }
@@ -230,4 +302,60 @@ pub fn add_lv_tags(vg: &mut Vg, name: &str, tags: &[String]) -> Result<(), Error
         }
     }
     Ok(())
+}
+
+/// Runs `f` on a copy and keeps the result only if it succeeds and the VG
+/// still validates: a refused change leaves the VG exactly as it was.
+fn transact(vg: &mut Vg, f: impl FnOnce(&mut Vg) -> Result<(), Error>) -> Result<(), Error> {
+    let mut copy = vg.clone();
+    f(&mut copy)?;
+    copy.validate()?;
+    *vg = copy;
+    Ok(())
+}
+
+/// Creates a linear (stripes = 1) or striped LV.
+pub fn create_lv(
+    vg: &mut Vg,
+    new: NewLv,
+    extents: u32,
+    stripes: u32,
+    stripe_size: Option<u32>,
+    pvs: Option<&[String]>,
+) -> Result<(), Error> {
+    transact(vg, |v| {
+        create_lv_inner(v, new, extents, stripes, stripe_size, pvs)
+    })
+}
+
+/// Grows an LV to `new_extents`, with the stripe geometry of its last segment.
+pub fn extend_lv(
+    vg: &mut Vg,
+    name: &str,
+    new_extents: u32,
+    pvs: Option<&[String]>,
+) -> Result<(), Error> {
+    transact(vg, |v| extend_lv_inner(v, name, new_extents, pvs))
+}
+
+/// Shrinks an LV to `new_extents` by dropping extents from its end.
+pub fn reduce_lv(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error> {
+    transact(vg, |v| reduce_lv_inner(v, name, new_extents))
+}
+
+pub fn remove_lv(vg: &mut Vg, name: &str) -> Result<(), Error> {
+    transact(vg, |v| remove_lv_inner(v, name))
+}
+
+pub fn rename_lv(vg: &mut Vg, old: &str, new: &str) -> Result<(), Error> {
+    transact(vg, |v| rename_lv_inner(v, old, new))
+}
+
+pub fn add_lv_tags(vg: &mut Vg, name: &str, tags: &[String]) -> Result<(), Error> {
+    transact(vg, |v| add_lv_tags_inner(v, name, tags))
+}
+
+/// Adds PVs (vgextend).
+pub fn add_pvs(vg: &mut Vg, pvs: &[NewPv]) -> Result<(), Error> {
+    transact(vg, |v| add_pvs_inner(v, pvs))
 }

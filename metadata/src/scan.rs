@@ -32,7 +32,9 @@ pub struct DeviceRead {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CopyState {
     Current,
-    Stale { seqno: u32 },
+    Stale {
+        seqno: u32,
+    },
     Bad(String),
     /// Same seqno as the current copy but different text.
     Mismatch,
@@ -103,10 +105,17 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
     for (dev, mda, r) in per_copy {
         match r {
             Ok(t) => {
-                let id = parsed[&t].as_ref().map(|v| v.id).expect("only parsed texts are Ok");
+                let id = parsed[&t]
+                    .as_ref()
+                    .map(|v| v.id)
+                    .expect("only parsed texts are Ok");
                 by_vg.entry(id).or_default().push((dev, mda, t));
             }
-            Err(e) => out.unattributed.push(Copy { dev, mda, state: CopyState::Bad(e) }),
+            Err(e) => out.unattributed.push(Copy {
+                dev,
+                mda,
+                state: CopyState::Bad(e),
+            }),
         }
     }
     for (_, copies) in by_vg {
@@ -115,7 +124,9 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
             .max_by_key(|(_, _, t)| parsed[t].as_ref().map(|v| v.seqno).unwrap_or(0))
             .map(|c| c.2.clone())
             .unwrap_or_default();
-        let Ok(vg) = parsed[&best].clone() else { continue };
+        let Ok(vg) = parsed[&best].clone() else {
+            continue;
+        };
         let mut states = Vec::new();
         for (dev, mda, t) in &copies {
             let seqno = parsed[t].as_ref().map(|v| v.seqno).unwrap_or(0);
@@ -126,7 +137,11 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
             } else {
                 CopyState::Stale { seqno }
             };
-            states.push(Copy { dev: *dev, mda: *mda, state });
+            states.push(Copy {
+                dev: *dev,
+                mda: *mda,
+                state,
+            });
         }
         let mut pv_devs = BTreeMap::new();
         for d in devs {
@@ -136,16 +151,35 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
         }
         // Bad copies on this VG's own PVs belong to its report.
         for c in &out.unattributed {
-            if devs.iter().any(|d| d.dev == c.dev && pv_devs.contains_key(&d.label.pv_uuid)) {
+            if devs
+                .iter()
+                .any(|d| d.dev == c.dev && pv_devs.contains_key(&d.label.pv_uuid))
+            {
                 states.push(c.clone());
             }
         }
-        let missing_pvs = vg.pvs.iter().map(|p| p.id).filter(|id| !pv_devs.contains_key(id)).collect();
-        out.vgs.push(FoundVg { vg, text: best, copies: states, pv_devs, missing_pvs });
+        let missing_pvs = vg
+            .pvs
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !pv_devs.contains_key(id))
+            .collect();
+        out.vgs.push(FoundVg {
+            vg,
+            text: best,
+            copies: states,
+            pv_devs,
+            missing_pvs,
+        });
     }
-    out.unattributed.retain(|c| !out.vgs.iter().any(|v| v.copies.contains(c)));
+    out.unattributed
+        .retain(|c| !out.vgs.iter().any(|v| v.copies.contains(c)));
     for d in devs {
-        if !out.vgs.iter().any(|v| v.pv_devs.values().any(|&x| x == d.dev)) {
+        if !out
+            .vgs
+            .iter()
+            .any(|v| v.pv_devs.values().any(|&x| x == d.dev))
+        {
             out.orphans.push(d.dev);
         }
     }

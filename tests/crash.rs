@@ -1,0 +1,386 @@
+//! Crash safety: every commit is cut after each single write (cleanly, and
+//! with the next write torn), and the result must read as exactly the old or
+//! the new VG. The in-memory part needs no root; the loop-device part has
+//! lvm2 check the same states.
+
+mod common;
+
+use std::cell::Cell;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use ferrolvm::disk::{BlockDisk, Disk, MemDisk};
+use ferrolvm::engine::{self, PvLayout};
+use ferrolvm::scan::{scan_disks, scan_paths, Scan};
+use ferrolvm_metadata::commit::Write;
+use ferrolvm_metadata::ops::{self, NewLv};
+use ferrolvm_metadata::{Trailer, Uuid, Vg};
+
+/// How a cut write lands.
+#[derive(Clone, Copy, Debug)]
+enum Tear {
+    /// Not at all.
+    Clean,
+    /// Its first half: half the sectors of a multi-sector write, half the
+    /// bytes of a single sector.
+    Half,
+}
+
+/// Passes writes through until the shared budget runs out, then lands the
+/// cut write per `tear` and fails, like a device losing power.
+struct Faulty<'a> {
+    inner: &'a mut dyn Disk,
+    budget: Rc<Cell<usize>>,
+    tear: Tear,
+}
+
+impl Disk for Faulty<'_> {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_at(offset, len)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.budget.get() == 0 {
+            if let Tear::Half = self.tear {
+                let keep = if data.len() > 512 {
+                    data.len() / 1024 * 512
+                } else {
+                    256
+                };
+                if keep > 0 {
+                    // A torn single sector: new bytes at the front, old behind.
+                    let mut torn = self.inner.read_at(offset, data.len().div_ceil(512) * 512)?;
+                    torn[..keep].copy_from_slice(&data[..keep]);
+                    self.inner.write_at(offset, &torn)?;
+                }
+            }
+            self.budget.set(usize::MAX);
+            return Err(io::Error::other("power cut"));
+        }
+        if self.budget.get() != usize::MAX {
+            self.budget.set(self.budget.get() - 1);
+            return self.inner.write_at(offset, data);
+        }
+        Err(io::Error::other("power cut"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+fn trailer() -> Trailer {
+    Trailer {
+        generator: "crash test".into(),
+        description: "t".into(),
+        creation_host: "h".into(),
+        uname: "u".into(),
+        creation_time: 1,
+    }
+}
+
+/// Distinct, deterministic uuids (the alphabet has 62 characters).
+fn uuid(n: u8) -> Uuid {
+    let mut b = [0u8; 32];
+    b[0] = n % 62;
+    b[1] = n / 62;
+    Uuid::from_random(b)
+}
+
+/// Applies `writes` to `disks`, cut after `k` writes with `tear`.
+fn run_cut(disks: Vec<&mut dyn Disk>, writes: &[Write], k: usize, tear: Tear) -> bool {
+    let budget = Rc::new(Cell::new(k));
+    let mut faulty: Vec<Faulty> = disks
+        .into_iter()
+        .map(|d| Faulty {
+            inner: d,
+            budget: budget.clone(),
+            tear,
+        })
+        .collect();
+    let mut refs: Vec<Option<&mut dyn Disk>> = faulty
+        .iter_mut()
+        .map(|f| Some(f as &mut dyn Disk))
+        .collect();
+    engine::execute(&mut refs, writes).is_ok()
+}
+
+fn mem_disks(n: usize, mib: usize) -> Vec<MemDisk> {
+    (0..n)
+        .map(|i| MemDisk {
+            data: vec![0; mib << 20],
+            path: format!("/dev/mem{i}").into(),
+        })
+        .collect()
+}
+
+fn scan_mem(disks: &[MemDisk]) -> Scan {
+    let refs: Vec<&dyn Disk> = disks.iter().map(|d| d as &dyn Disk).collect();
+    scan_disks(&refs)
+}
+
+fn apply_all(disks: &mut [MemDisk], writes: &[Write]) {
+    let mut refs: Vec<Option<&mut dyn Disk>> =
+        disks.iter_mut().map(|d| Some(d as &mut dyn Disk)).collect();
+    engine::execute(&mut refs, writes).unwrap();
+}
+
+fn small_layout() -> PvLayout {
+    PvLayout {
+        metadata_size: Some(32 << 10),
+        copies: 2,
+        data_alignment: 64 << 10,
+    }
+}
+
+fn pvcreate_mem(disks: &mut [MemDisk], which: &[usize]) {
+    for &i in which {
+        let (label, mdas) = engine::new_pv_label(
+            disks[i].data.len() as u64,
+            small_layout(),
+            uuid(100 + i as u8),
+        )
+        .unwrap();
+        let w = engine::pvcreate_writes(i, &label, &mdas).unwrap();
+        apply_all(disks, &w);
+    }
+}
+
+/// A VG change to crash-test: from the scanned state, the new VG (or None
+/// when the change makes the VG disappear) and its writes.
+type Change = dyn Fn(&Scan) -> (Option<Vg>, Vec<Write>);
+
+fn lv_change(f: impl Fn(&mut Vg) + 'static) -> Box<Change> {
+    Box::new(move |scan: &Scan| {
+        let found = scan.vg("crash").expect("VG before the change");
+        let mut vg = found.vg.clone();
+        f(&mut vg);
+        let w = engine::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        (Some(vg), w)
+    })
+}
+
+fn new_lv(name: &str, n: u8) -> NewLv {
+    NewLv {
+        name: name.into(),
+        id: uuid(n),
+        tags: vec!["t".into()],
+        creation_time: 1,
+        creation_host: "h".into(),
+    }
+}
+
+/// Cuts `change` after every write, both ways, and checks old-or-new; then
+/// checks that the next commit repairs every stale copy.
+fn crash_every_write(disks: &[MemDisk], change: &Change, what: &str) -> usize {
+    let scan = scan_mem(disks);
+    let old = scan.vg("crash").map(|f| f.vg.clone());
+    let (new, writes) = change(&scan);
+    assert!(writes.len() >= 2, "{what}: a commit has several writes");
+    let mut cases = 0;
+    for k in 0..=writes.len() {
+        for tear in [Tear::Clean, Tear::Half] {
+            let mut copy: Vec<MemDisk> = disks
+                .iter()
+                .map(|d| MemDisk {
+                    data: d.data.clone(),
+                    path: d.path.clone(),
+                })
+                .collect();
+            {
+                let refs: Vec<&mut dyn Disk> =
+                    copy.iter_mut().map(|d| d as &mut dyn Disk).collect();
+                let finished = run_cut(refs, &writes, k, tear);
+                assert_eq!(finished, k == writes.len(), "{what}: cut at {k}");
+            }
+            let after = scan_mem(&copy);
+            let seen = after.vg("crash").map(|f| f.vg.clone());
+            assert!(
+                seen == old || seen == new,
+                "{what}: cut after {k} writes ({tear:?}) reads neither old nor new: {:?}",
+                seen.map(|v| v.seqno)
+            );
+            // The next commit (any change) leaves every copy current.
+            if let Some(found) = after.vg("crash") {
+                let mut vg = found.vg.clone();
+                vg.tags.push("next".into());
+                let w =
+                    engine::plan_vg_commit(&after, &mut vg, found.vg.seqno, &trailer()).unwrap();
+                apply_all(&mut copy, &w);
+                let healed = scan_mem(&copy);
+                let f = healed.vg("crash").unwrap();
+                assert!(
+                    f.consistent(),
+                    "{what}: cut at {k} ({tear:?}) not healed by the next commit: {:?}",
+                    f.copies
+                );
+                assert_eq!(f.vg, vg);
+            }
+            cases += 1;
+        }
+    }
+    cases
+}
+
+#[test]
+fn every_commit_kind_survives_a_cut_after_every_write() {
+    let mut disks = mem_disks(3, 8);
+    pvcreate_mem(&mut disks, &[0, 1, 2]);
+    let mut cases = 0;
+
+    // vgcreate: old = no VG at all.
+    let create: Box<Change> = Box::new(|scan: &Scan| {
+        let pvs = [
+            engine::new_pv_of(scan, 0).unwrap(),
+            engine::new_pv_of(scan, 1).unwrap(),
+        ];
+        let mut vg = ops::new_vg("crash", uuid(1), 128, &pvs, vec![]).unwrap();
+        let w = engine::plan_vg_commit(scan, &mut vg, 0, &trailer()).unwrap();
+        (Some(vg), w)
+    });
+    cases += crash_every_write(&disks, &create, "vgcreate");
+    let (_, w) = create(&scan_mem(&disks));
+    apply_all(&mut disks, &w);
+
+    let steps: Vec<(&str, Box<Change>)> = vec![
+        (
+            "lvcreate linear",
+            lv_change(|vg| ops::create_lv(vg, new_lv("a", 2), 10, 1, None, None).unwrap()),
+        ),
+        (
+            "lvcreate striped",
+            lv_change(|vg| ops::create_lv(vg, new_lv("s", 3), 8, 2, Some(128), None).unwrap()),
+        ),
+        (
+            "lvextend",
+            lv_change(|vg| ops::extend_lv(vg, "a", 40, None).unwrap()),
+        ),
+        (
+            "lvresize smaller",
+            lv_change(|vg| ops::reduce_lv(vg, "a", 30).unwrap()),
+        ),
+        (
+            "lvrename",
+            lv_change(|vg| ops::rename_lv(vg, "a", "b").unwrap()),
+        ),
+        ("lvremove", lv_change(|vg| ops::remove_lv(vg, "s").unwrap())),
+    ];
+    for (what, change) in &steps {
+        cases += crash_every_write(&disks, change.as_ref(), what);
+        let (_, w) = change(&scan_mem(&disks));
+        apply_all(&mut disks, &w);
+    }
+
+    // vgextend: the new PV's mdas join the commit.
+    let extend: Box<Change> = Box::new(|scan: &Scan| {
+        let found = scan.vg("crash").unwrap();
+        let mut vg = found.vg.clone();
+        ops::add_pvs(&mut vg, &[engine::new_pv_of(scan, 2).unwrap()]).unwrap();
+        let w = engine::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        (Some(vg), w)
+    });
+    cases += crash_every_write(&disks, extend.as_ref(), "vgextend");
+    let (_, w) = extend(&scan_mem(&disks));
+    apply_all(&mut disks, &w);
+
+    // Commit until a circular buffer wraps, then crash-test the wrapping commit.
+    let mut n = 10u8;
+    loop {
+        let scan = scan_mem(&disks);
+        let found = scan.vg("crash").unwrap();
+        let mut vg = found.vg.clone();
+        ops::create_lv(&mut vg, new_lv(&format!("w{n}"), n), 1, 1, None, None).unwrap();
+        let w = engine::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        // A wrapped copy is two text writes into one mda; each device has two mdas.
+        let text_writes = |dev: usize| {
+            w.iter()
+                .filter(|w| w.dev == dev && w.phase == ferrolvm_metadata::commit::Phase::Text)
+                .count()
+        };
+        let wraps = (0..3).any(|d| text_writes(d) > 2);
+        if wraps {
+            let name = format!("w{n}");
+            let change = lv_change(move |vg| {
+                ops::create_lv(vg, new_lv(&name, 200), 1, 1, None, None).unwrap()
+            });
+            cases += crash_every_write(&disks, change.as_ref(), "wrapping commit");
+            break;
+        }
+        apply_all(&mut disks, &w);
+        n += 1;
+        assert!(n < 150, "never wrapped");
+    }
+    assert!(cases > 100, "only {cases} crash cases ran");
+}
+
+/// The same cuts on loop devices: lvm2 must read the old or the new VG,
+/// and after ferrolvm's repair (`vgck --updatemetadata`) `vgck` is clean.
+#[test]
+fn loop_devices_lvm2_agrees_after_every_cut() {
+    let l = common::Loops::new(2, 16);
+    l.ferro_ok(&[
+        "pvcreate",
+        "--pvmetadatacopies",
+        "2",
+        "--dataalignment",
+        "64k",
+        "--metadatasize",
+        "32k",
+        l.dev(0),
+        l.dev(1),
+    ]);
+    l.ferro_ok(&["vgcreate", "-s", "64k", "crash-lvm", l.dev(0), l.dev(1)]);
+    l.ferro_ok(&["lvcreate", "-an", "-n", "before", "-L", "1m", "crash-lvm"]);
+    let images: Vec<Vec<u8>> = l.devs.iter().map(|d| std::fs::read(d).unwrap()).collect();
+    let restore = || {
+        for (d, img) in l.devs.iter().zip(&images) {
+            let mut disk = BlockDisk::open(d, true).unwrap();
+            disk.write_at(0, img).unwrap();
+            disk.flush().unwrap();
+        }
+    };
+    let plan = || {
+        let scan = scan_paths(&l.devs);
+        let found = scan.vg("crash-lvm").unwrap();
+        let mut vg = found.vg.clone();
+        ops::create_lv(&mut vg, new_lv("after", 9), 16, 2, Some(128), None).unwrap();
+        let old_seqno = found.vg.seqno as u64;
+        let w = engine::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        (old_seqno, w)
+    };
+    let (old_seqno, writes) = plan();
+    for k in 0..=writes.len() {
+        for tear in [Tear::Clean, Tear::Half] {
+            restore();
+            let (_, writes) = plan();
+            {
+                let mut opened: Vec<BlockDisk> = l
+                    .devs
+                    .iter()
+                    .map(|d| BlockDisk::open(d, true).unwrap())
+                    .collect();
+                let refs: Vec<&mut dyn Disk> =
+                    opened.iter_mut().map(|d| d as &mut dyn Disk).collect();
+                run_cut(refs, &writes, k, tear);
+            }
+            let seqno = l.seqno("crash-lvm");
+            let names = l.lv_names(false);
+            let ours = l.lv_names(true);
+            assert_eq!(names, ours, "cut at {k} ({tear:?}): the tools disagree");
+            if seqno == old_seqno {
+                assert_eq!(names, vec!["before"], "cut at {k} ({tear:?})");
+            } else {
+                assert_eq!(seqno, old_seqno + 1, "cut at {k} ({tear:?})");
+                assert_eq!(names, vec!["after", "before"], "cut at {k} ({tear:?})");
+            }
+            l.ferro_ok(&["vgck", "--updatemetadata", "crash-lvm"]);
+            l.assert_vgck_clean("crash-lvm");
+            l.ferro_ok(&["vgck", "crash-lvm"]);
+        }
+    }
+}
