@@ -1,1 +1,270 @@
-fn main() {}
+//! Benchmark (not a test): `ferrolvm lvcreate -an` / `lvremove` against
+//! lvm2's `lvcreate --driverloaded n -an -Zn` / `lvremove` on the same kind
+//! of loop-backed VG, interleaved in one run; and parse + serialize of a VG
+//! with 2,000 LVs. Needs root and lvm2. Prints a Markdown table.
+//!
+//! `cargo bench --bench lvcreate [-- N]` (N operations per tool, default 200).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolvm_metadata::ops::{self, NewLv, NewPv};
+use ferrolvm_metadata::{Trailer, Uuid, Vg};
+
+struct Loop(PathBuf);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+fn make_loop(dir: &std::path::Path, name: &str, mib: u64) -> Loop {
+    let f = dir.join(name);
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&f)
+        .output()
+        .expect("losetup");
+    assert!(out.status.success(), "losetup failed (needs root)");
+    Loop(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+}
+
+fn run(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let out = cmd.output().expect("spawn");
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = ms(v[v.len() / 2]);
+    let p99 = ms(v[((v.len() as f64 * 0.99).ceil() as usize).min(v.len()) - 1]);
+    (median, p99)
+}
+
+fn lvm(devs: &str) -> Command {
+    let mut c = Command::new("lvm");
+    c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    let _ = devs;
+    c
+}
+
+fn big_vg(lvs: u32) -> Vg {
+    let uuid = |n: u32| {
+        let mut b = [0u8; 32];
+        b[0] = (n % 62) as u8;
+        b[1] = (n / 62 % 62) as u8;
+        b[2] = (n / 3844) as u8;
+        Uuid::from_random(b)
+    };
+    let pvs: Vec<NewPv> = (0..4)
+        .map(|i| NewPv {
+            id: uuid(900_000 + i),
+            device: format!("/dev/sd{i}"),
+            dev_size: 1 << 31,
+            pe_start: 2048,
+            data_sectors: (1 << 31) - 2048,
+        })
+        .collect();
+    let mut vg = ops::new_vg("bench", uuid(999_999), 8192, &pvs, vec![]).unwrap();
+    for i in 0..lvs {
+        let new = NewLv {
+            name: format!("pvc-{i:08}-0000-4000-8000-000000000000"),
+            id: uuid(i),
+            tags: vec![format!("ferrolvm.io/volume={i}")],
+            creation_time: 1_700_000_000,
+            creation_host: "node-1".into(),
+        };
+        ops::create_lv(&mut vg, new, 1 + i % 7, 1, None, None).unwrap();
+    }
+    vg
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    let ferro = env!("CARGO_BIN_EXE_ferrolvm");
+    let dir = tempfile::tempdir().unwrap();
+    let (a0, a1, b0, b1) = (
+        make_loop(dir.path(), "a0", 2048),
+        make_loop(dir.path(), "a1", 2048),
+        make_loop(dir.path(), "b0", 2048),
+        make_loop(dir.path(), "b1", 2048),
+    );
+    let p = |l: &Loop| l.0.display().to_string();
+    let da = format!("{},{}", p(&a0), p(&a1));
+    let db = format!("{},{}", p(&b0), p(&b1));
+    run(Command::new(ferro).args([
+        "vgcreate",
+        "--devices",
+        &da,
+        "bench-ferro",
+        &p(&a0),
+        &p(&a1),
+    ]));
+    run(lvm(&db).args([
+        "vgcreate",
+        "--devices",
+        &db,
+        "--driverloaded",
+        "n",
+        "bench-lvm",
+        &p(&b0),
+        &p(&b1),
+    ]));
+
+    let (mut fc, mut lc, mut fr, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fc.push(run(Command::new(ferro).args([
+            "lvcreate",
+            "--devices",
+            &da,
+            "-an",
+            "-n",
+            &name,
+            "-L",
+            "4m",
+            "bench-ferro",
+        ])));
+        lc.push(run(lvm(&db).args([
+            "lvcreate",
+            "--devices",
+            &db,
+            "--driverloaded",
+            "n",
+            "-an",
+            "-Zn",
+            "-n",
+            &name,
+            "-L",
+            "4m",
+            "bench-lvm",
+        ])));
+    }
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fr.push(run(Command::new(ferro).args([
+            "lvremove",
+            "--devices",
+            &da,
+            &format!("bench-ferro/{name}"),
+        ])));
+        lr.push(run(lvm(&db).args([
+            "lvremove",
+            "--devices",
+            &db,
+            "--driverloaded",
+            "n",
+            "-y",
+            &format!("bench-lvm/{name}"),
+        ])));
+    }
+
+    // In-process, as the CSI node plugin will call it: no process start.
+    let host = ferrolvm::host::Host::load(Some(vec![a0.0.clone(), a1.0.clone()]));
+    let (mut ic, mut ir) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("in{i}");
+        let t = Instant::now();
+        ferrolvm::engine::modify_vg(&host, "bench-ferro", |vg, _| {
+            let new = NewLv {
+                name: name.clone(),
+                id: ferrolvm::engine::random_uuid(),
+                tags: vec![],
+                creation_time: 1,
+                creation_host: "h".into(),
+            };
+            ops::create_lv(vg, new, 1, 1, None, None)?;
+            Ok("bench".into())
+        })
+        .unwrap();
+        ic.push(t.elapsed());
+    }
+    for i in 0..n {
+        let name = format!("in{i}");
+        let t = Instant::now();
+        ferrolvm::engine::modify_vg(&host, "bench-ferro", |vg, _| {
+            ops::remove_lv(vg, &name)?;
+            Ok("bench".into())
+        })
+        .unwrap();
+        ir.push(t.elapsed());
+    }
+
+    // In-process: parse and serialize a VG of 2,000 LVs.
+    let vg = big_vg(2000);
+    let t = Trailer {
+        generator: "bench".into(),
+        description: "d".into(),
+        creation_host: "h".into(),
+        uname: "u".into(),
+        creation_time: 1,
+    };
+    let text = vg.to_text(&t);
+    let (mut parse, mut ser) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let s = Instant::now();
+        let back = Vg::from_text(&text).unwrap();
+        parse.push(s.elapsed());
+        let s = Instant::now();
+        let out = back.to_text(&t);
+        ser.push(s.elapsed());
+        assert_eq!(out.len(), text.len());
+    }
+
+    println!("| operation ({n} each, interleaved) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
+    println!("|---|---|---|---|---|---|");
+    for (what, f, l) in [
+        ("lvcreate -an", fc, lc.clone()),
+        ("lvremove", fr, lr.clone()),
+    ] {
+        let (fm, fp) = stats(f);
+        let (lm, lp) = stats(l);
+        println!(
+            "| {what} | {fm:.2} ms | {fp:.2} ms | {lm:.2} ms | {lp:.2} ms | {:.1}x |",
+            lm / fm
+        );
+    }
+    let (lcm, _) = stats(lc.clone());
+    let (lrm, _) = stats(lr.clone());
+    for (what, f, lm) in [
+        ("lvcreate, in-process (node plugin path)", ic, lcm),
+        ("lvremove, in-process (node plugin path)", ir, lrm),
+    ] {
+        let (fm, fp) = stats(f);
+        println!(
+            "| {what} | {fm:.2} ms | {fp:.2} ms | {lm:.2} ms | | {:.1}x |",
+            lm / fm
+        );
+    }
+    let (pm, pp) = stats(parse);
+    let (sm, sp) = stats(ser);
+    println!();
+    println!(
+        "| VG with 2,000 LVs ({} KiB of text) | median | p99 |",
+        text.len() / 1024
+    );
+    println!("|---|---|---|");
+    println!("| parse (text -> model) | {pm:.2} ms | {pp:.2} ms |");
+    println!("| serialize (model -> text) | {sm:.2} ms | {sp:.2} ms |");
+    drop((a0, a1, b0, b1));
+    let _ = Command::new(ferro)
+        .args(["vgremove", "--devices", &da, "-f", "bench-ferro"])
+        .output();
+}

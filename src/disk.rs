@@ -38,7 +38,7 @@ impl AlignedBuf {
 }
 
 /// What the commit executor and the scanner need from a device.
-pub trait Disk {
+pub trait Disk: Send {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes every completed write durable.

@@ -79,12 +79,15 @@ pub fn trailer(host: &Host, description: String) -> Trailer {
     }
 }
 
-/// Performs writes phase by phase, making each phase durable on every
-/// device it touched before the next starts.
+/// Performs writes barrier group by barrier group (see
+/// `ferrolvm_metadata::commit::Phase::barrier`): every write of a group is
+/// issued, then every device it touched is flushed, in parallel, before the
+/// next group starts. Stops at the first error; what was written so far is a
+/// state the commit order makes safe.
 pub fn execute(disks: &mut [Option<&mut dyn Disk>], writes: &[Write]) -> Result<()> {
-    for phase in [Phase::Text, Phase::Precommit, Phase::Commit, Phase::Label] {
-        let mut touched = Vec::new();
-        for w in writes.iter().filter(|w| w.phase == phase) {
+    for group in 0..=Phase::Label.barrier() {
+        let mut touched = vec![false; disks.len()];
+        for w in writes.iter().filter(|w| w.phase.barrier() == group) {
             let disk = disks
                 .get_mut(w.dev)
                 .and_then(|d| d.as_deref_mut())
@@ -92,19 +95,51 @@ pub fn execute(disks: &mut [Option<&mut dyn Disk>], writes: &[Write]) -> Result<
                     EngineError::Refused(format!("device {} is not open for writing", w.dev))
                 })?;
             disk.write_at(w.offset, &w.data)
-                .map_err(io_err(disk.path()))?;
-            if !touched.contains(&w.dev) {
-                touched.push(w.dev);
-            }
+                .map_err(io_err(&disk.path().to_path_buf()))?;
+            touched[w.dev] = true;
         }
-        for dev in touched {
-            if let Some(d) = disks[dev].as_deref_mut() {
-                let p = d.path().to_path_buf();
-                d.flush().map_err(io_err(&p))?;
-            }
-        }
+        flush_all(
+            disks
+                .iter_mut()
+                .zip(touched)
+                .filter(|(_, t)| *t)
+                .filter_map(|(d, _)| d.as_deref_mut())
+                .collect(),
+        )?;
     }
     Ok(())
+}
+
+/// Flushes devices concurrently: a flush waits on the device, so N devices
+/// cost one flush latency instead of N.
+fn flush_all<'a, 'b>(disks: Vec<&'a mut (dyn Disk + 'b)>) -> Result<()> {
+    if disks.len() <= 1 {
+        for d in disks {
+            let p = d.path().to_path_buf();
+            d.flush().map_err(io_err(&p))?;
+        }
+        return Ok(());
+    }
+    let mut disks = disks;
+    let last = disks.pop().expect("more than one disk");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = disks
+            .into_iter()
+            .map(|d| {
+                s.spawn(move || {
+                    let p = d.path().to_path_buf();
+                    d.flush().map_err(io_err(&p))
+                })
+            })
+            .collect();
+        let p = last.path().to_path_buf();
+        let mine = last.flush().map_err(io_err(&p));
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(EngineError::Refused("flush thread panicked".into())))
+        })?;
+        mine
+    })
 }
 
 /// Labels of PVs, with the index of the device they are on.

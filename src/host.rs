@@ -126,6 +126,18 @@ impl Host {
     }
 }
 
+/// Distribution lvm.conf files are ~100 KiB of comments; parse only when a
+/// setting ferrolvm honours appears outside a comment.
+fn sets_anything_we_read(conf: &[u8]) -> bool {
+    conf.split(|&c| c == b'\n').any(|line| {
+        let line = line.trim_ascii_start();
+        !line.starts_with(b"#")
+            && [&b"locking_dir"[..], b"use_devicesfile", b"devicesfile"]
+                .iter()
+                .any(|k| line.windows(k.len()).any(|w| w == *k))
+    })
+}
+
 /// `DEVNAME=` entries of an lvm2 devices file; `None` if it does not exist
 /// (lvm2 then scans everything).
 pub fn read_devices_file(path: &Path) -> Option<Vec<PathBuf>> {
@@ -157,6 +169,16 @@ mod tests {
             vec![PathBuf::from("/dev/loop3"), PathBuf::from("/dev/sdb")]
         );
         assert!(read_devices_file(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn commented_settings_are_skipped() {
+        assert!(!sets_anything_we_read(
+            b"# locking_dir = \"/x\"\nglobal {\n\t# use_devicesfile = 1\n}\n"
+        ));
+        assert!(sets_anything_we_read(
+            b"global {\n\tlocking_dir = \"/x\"\n}\n"
+        ));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::cell::Cell;
 use std::io;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ferrolvm::disk::{BlockDisk, Disk, MemDisk};
 use ferrolvm::engine::{self, PvLayout};
@@ -31,7 +31,7 @@ enum Tear {
 /// cut write per `tear` and fails, like a device losing power.
 struct Faulty<'a> {
     inner: &'a mut dyn Disk,
-    budget: Rc<Cell<usize>>,
+    budget: Arc<AtomicUsize>,
     tear: Tear,
 }
 
@@ -40,7 +40,7 @@ impl Disk for Faulty<'_> {
         self.inner.read_at(offset, len)
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if self.budget.get() == 0 {
+        if self.budget.load(Ordering::SeqCst) == 0 {
             if let Tear::Half = self.tear {
                 let keep = if data.len() > 512 {
                     data.len() / 1024 * 512
@@ -54,11 +54,11 @@ impl Disk for Faulty<'_> {
                     self.inner.write_at(offset, &torn)?;
                 }
             }
-            self.budget.set(usize::MAX);
+            self.budget.store(usize::MAX, Ordering::SeqCst);
             return Err(io::Error::other("power cut"));
         }
-        if self.budget.get() != usize::MAX {
-            self.budget.set(self.budget.get() - 1);
+        if self.budget.load(Ordering::SeqCst) != usize::MAX {
+            self.budget.fetch_sub(1, Ordering::SeqCst);
             return self.inner.write_at(offset, data);
         }
         Err(io::Error::other("power cut"))
@@ -94,7 +94,7 @@ fn uuid(n: u8) -> Uuid {
 
 /// Applies `writes` to `disks`, cut after `k` writes with `tear`.
 fn run_cut(disks: Vec<&mut dyn Disk>, writes: &[Write], k: usize, tear: Tear) -> bool {
-    let budget = Rc::new(Cell::new(k));
+    let budget = Arc::new(AtomicUsize::new(k));
     let mut faulty: Vec<Faulty> = disks
         .into_iter()
         .map(|d| Faulty {

@@ -11,7 +11,11 @@
 //! 4. `Label`: PV labels whose PV_EXT_USED flag changes. A PV in a VG
 //!    without the flag is still read as a member (LVM rewrites the flag).
 //!
-//! The I/O layer must make each phase durable before starting the next.
+//! The I/O layer must make each barrier group (see [`Phase::barrier`])
+//! durable before starting the next. Text and precommit share a group: a
+//! precommit header may reach the disk before the text it points to, because
+//! nothing reads slot 1 after a crash (LVM reads it only inside the command
+//! that wrote it, under the VG lock), and the next commit overwrites it.
 
 use crate::crc::lvm_crc;
 use crate::label::PvLabel;
@@ -24,6 +28,18 @@ pub enum Phase {
     Precommit,
     Commit,
     Label,
+}
+
+impl Phase {
+    /// Phases in the same group need no flush between them; groups are
+    /// written in increasing order with a flush after each.
+    pub fn barrier(self) -> u8 {
+        match self {
+            Phase::Text | Phase::Precommit => 0,
+            Phase::Commit => 1,
+            Phase::Label => 2,
+        }
+    }
 }
 
 /// One write: `data` at byte `offset` of device `dev` (an index chosen by the caller).

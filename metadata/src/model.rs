@@ -215,7 +215,8 @@ pub struct Trailer {
 struct Fields<'a> {
     nodes: &'a [Node],
     src: &'a [u8],
-    used: HashSet<usize>,
+    /// Indexes of nodes taken as known keys; sections are small, a Vec beats hashing.
+    used: Vec<bool>,
     what: &'static str,
 }
 
@@ -223,24 +224,25 @@ impl<'a> Fields<'a> {
     /// Refuses sections with a repeated key: LVM would silently use the
     /// first, and a VG read that way is not one ferrolvm may write back.
     fn new(nodes: &'a [Node], src: &'a [u8], what: &'static str) -> Result<Self, Error> {
-        let mut seen = HashSet::new();
-        if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.key.as_str())) {
+        let mut keys: Vec<&str> = nodes.iter().map(|n| n.key.as_str()).collect();
+        keys.sort_unstable();
+        if let Some(dup) = keys.windows(2).find(|w| w[0] == w[1]) {
             return Err(Error::Invalid(format!(
                 "{what} section repeats the key {:?}",
-                dup.key
+                dup[0]
             )));
         }
         Ok(Fields {
             nodes,
             src,
-            used: HashSet::new(),
+            used: vec![false; nodes.len()],
             what,
         })
     }
 
     fn take(&mut self, key: &str) -> Option<&'a Node> {
         let i = self.nodes.iter().position(|n| n.key == key)?;
-        self.used.insert(i);
+        self.used[i] = true;
         Some(&self.nodes[i])
     }
 
@@ -259,7 +261,9 @@ impl<'a> Fields<'a> {
                 // Leave it untaken so it is neither lost nor misread: the
                 // kind check in `section`/`finish` reports it.
                 None => {
-                    self.used.retain(|&i| self.nodes[i].key != key);
+                    if let Some(i) = self.nodes.iter().position(|n| n.key == key) {
+                        self.used[i] = false;
+                    }
                     None
                 }
             },
@@ -282,7 +286,7 @@ impl<'a> Fields<'a> {
     /// Fails if a known key was present with the wrong kind.
     fn check_kinds(&self, known: &[&str]) -> Result<(), Error> {
         for (i, n) in self.nodes.iter().enumerate() {
-            if !self.used.contains(&i) && known.contains(&n.key.as_str()) {
+            if !self.used[i] && known.contains(&n.key.as_str()) {
                 return Err(Error::Invalid(format!(
                     "{} key {:?} has the wrong kind (section vs value)",
                     self.what, n.key
@@ -371,10 +375,13 @@ impl<'a> Fields<'a> {
 
     /// Nodes not taken, anchored after the closest preceding taken key.
     fn extras(&self) -> Vec<Extra> {
+        if self.used.iter().all(|&u| u) {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         let mut after = None;
         for (i, n) in self.nodes.iter().enumerate() {
-            if self.used.contains(&i) {
+            if self.used[i] {
                 after = Some(n.key.clone());
             } else {
                 let text = String::from_utf8_lossy(&self.src[n.span.clone()]).into_owned();
@@ -711,7 +718,7 @@ impl Lv {
         let mut seg_nodes: Vec<&Node> = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
             if matches!(n.value, NodeValue::Section(_)) {
-                f.used.insert(i);
+                f.used[i] = true;
                 seg_nodes.push(n);
             }
         }
