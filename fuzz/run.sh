@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-20}
-rustup toolchain list | grep -q '^nightly' || { echo "fuzzing needs a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
+rustup toolchain list | grep -q "^nightly" || rustup toolchain install nightly --profile minimal || { echo "fuzzing needs a nightly toolchain and could not install one" >&2; exit 1; }
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for t in label mda_header metadata_text whole_pv; do
   mkdir -p "corpus/$t"
