@@ -452,6 +452,12 @@ fn pvcreate_locked(
         ids.push(id);
     }
     execute_on_scan(&scan, &writes)?;
+    let entries: Vec<(PathBuf, Uuid)> = paths.iter().cloned().zip(ids.iter().copied()).collect();
+    host.add_to_devices_file(&entries)
+        .map_err(|source| EngineError::Io {
+            path: "devices file".into(),
+            source,
+        })?;
     host.invalidate_hints();
     Ok(ids)
 }

@@ -15,6 +15,9 @@ pub struct Host {
     pub run_dir: PathBuf,
     pub hostname: String,
     pub uname: String,
+    /// The lvm2 devices file, when lvm.conf enables it, it exists, and no
+    /// `--devices` list overrides it: PVs ferrolvm creates must be added to it.
+    pub devices_file: Option<PathBuf>,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -70,13 +73,10 @@ impl Host {
             Some(Value::Str(s)) => s.clone(),
             _ => "system.devices".into(),
         };
-        let devices = devices.or_else(|| {
-            if use_devicesfile {
-                read_devices_file(&sysdir.join("devices").join(devicesfile))
-            } else {
-                None
-            }
-        });
+        let df_path = sysdir.join("devices").join(devicesfile);
+        let devices_file =
+            (devices.is_none() && use_devicesfile && df_path.exists()).then_some(df_path);
+        let devices = devices.or_else(|| devices_file.as_deref().and_then(read_devices_file));
         let (hostname, uname) = uname();
         Host {
             lock_dir,
@@ -84,6 +84,7 @@ impl Host {
             run_dir: "/run/lvm".into(),
             hostname,
             uname,
+            devices_file,
         }
     }
 
@@ -124,6 +125,84 @@ impl Host {
             let _ = std::fs::write(self.run_dir.join("newhints"), b"");
         }
     }
+}
+
+impl Host {
+    /// Adds new PVs to the devices file as lvm2 does: under the
+    /// `D_<file>` lock, version counter bumped, `# HASH=` recomputed when the
+    /// file carries one, written to a temporary file, synced and renamed.
+    pub fn add_to_devices_file(
+        &self,
+        pvs: &[(PathBuf, ferrolvm_metadata::Uuid)],
+    ) -> std::io::Result<()> {
+        let Some(path) = &self.devices_file else {
+            return Ok(());
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _lock = crate::lock::LvmLock::named(
+            &self.lock_dir,
+            &format!("D_{name}"),
+            crate::lock::Mode::Exclusive,
+        )?;
+        let old = std::fs::read_to_string(path)?;
+        let text = devices_file_with(&old, pvs);
+        let tmp = path.with_extension("tmp-ferrolvm");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// The devices file `old` with entries for `pvs` (replacing any entry for
+/// the same device), its VERSION counter bumped and its HASH, if any, updated.
+pub fn devices_file_with(old: &str, pvs: &[(PathBuf, ferrolvm_metadata::Uuid)]) -> String {
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| {
+            !pvs.iter().any(|(dev, _)| {
+                l.split_whitespace()
+                    .any(|w| w == format!("DEVNAME={}", dev.display()))
+            })
+        })
+        .map(|l| match l.strip_prefix("VERSION=") {
+            Some(v) => {
+                let (head, n) = v.rsplit_once('.').unwrap_or(("1.1", "0"));
+                format!("VERSION={head}.{}", n.parse::<u64>().unwrap_or(0) + 1)
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    for (dev, id) in pvs {
+        let d = dev.display();
+        lines.push(format!(
+            "IDTYPE=devname IDNAME={d} DEVNAME={d} PVID={}",
+            id.raw_str()
+        ));
+    }
+    if let Some(i) = lines.iter().position(|l| l.starts_with("# HASH=")) {
+        let mut crc = ferrolvm_metadata::crc::LvmCrc::new();
+        for l in lines
+            .iter()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("SYSTEMID"))
+        {
+            crc.update(l.as_bytes());
+            crc.update(b"\n");
+        }
+        lines[i] = format!("# HASH={}", crc.finish());
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 /// Distribution lvm.conf files are ~100 KiB of comments; parse only when a
@@ -169,6 +248,29 @@ mod tests {
             vec![PathBuf::from("/dev/loop3"), PathBuf::from("/dev/sdb")]
         );
         assert!(read_devices_file(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn devices_file_gains_entries() {
+        let id = ferrolvm_metadata::Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap();
+        let old = "# LVM uses devices listed in this file.\nVERSION=1.1.7\nIDTYPE=devname IDNAME=/dev/sdb DEVNAME=/dev/sdb PVID=.\n";
+        let new = devices_file_with(
+            old,
+            &[
+                (PathBuf::from("/dev/sdc"), id),
+                (PathBuf::from("/dev/sdb"), id),
+            ],
+        );
+        assert_eq!(
+            new,
+            "# LVM uses devices listed in this file.\nVERSION=1.1.8\n\
+             IDTYPE=devname IDNAME=/dev/sdc DEVNAME=/dev/sdc PVID=BFTh2D6SIdS4OYa1fqSh334Ed6W3yQgy\n\
+             IDTYPE=devname IDNAME=/dev/sdb DEVNAME=/dev/sdb PVID=BFTh2D6SIdS4OYa1fqSh334Ed6W3yQgy\n"
+        );
+        let hashed = devices_file_with("# HASH=1\nVERSION=1.1.1\n", &[]);
+        let mut crc = ferrolvm_metadata::crc::LvmCrc::new();
+        crc.update(b"VERSION=1.1.2\n");
+        assert_eq!(hashed, format!("# HASH={}\nVERSION=1.1.2\n", crc.finish()));
     }
 
     #[test]

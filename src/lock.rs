@@ -102,6 +102,11 @@ impl LvmLock {
         Self::acquire(dir, &format!("V_{vg}"), mode)
     }
 
+    /// Any other lvm2 lock file, e.g. `D_system.devices`.
+    pub fn named(dir: &Path, name: &str, mode: Mode) -> io::Result<LvmLock> {
+        Self::acquire(dir, name, mode)
+    }
+
     /// `P_global`: take it before any VG lock.
     pub fn global(dir: &Path, mode: Mode) -> io::Result<LvmLock> {
         Self::acquire(dir, "P_global", mode)

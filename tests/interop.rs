@@ -308,3 +308,78 @@ fn full_metadata_area_is_refused_cleanly() {
     l.assert_vgck_clean("full-vg");
     l.assert_same_reports();
 }
+
+/// With lvm.conf's devices file enabled, both tools see only listed devices,
+/// and a PV ferrolvm creates is added to the file so lvm2 sees it too.
+#[test]
+fn devices_file_is_honoured_both_ways() {
+    let l = Loops::new(3, 64);
+    let sys = tempfile::tempdir().unwrap();
+    std::fs::write(
+        sys.path().join("lvm.conf"),
+        "devices {\nuse_devicesfile = 1\n}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(sys.path().join("devices")).unwrap();
+    let file = sys.path().join("devices/system.devices");
+    std::fs::write(&file, format!("# LVM uses devices listed in this file.\nVERSION=1.1.1\nIDTYPE=devname IDNAME={0} DEVNAME={0} PVID=.\n", l.dev(0))).unwrap();
+    let tool = |lvm: bool, args: &[&str]| {
+        let mut c = if lvm {
+            std::process::Command::new("lvm")
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        };
+        c.args(args)
+            .env("LVM_SYSTEM_DIR", sys.path())
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+        if lvm {
+            c.args(["--driverloaded", "n"]);
+        }
+        ok(
+            c.output().unwrap(),
+            if lvm { "lvm" } else { "ferrolvm" },
+            args,
+        )
+    };
+    tool(true, &["pvcreate", l.dev(0)]);
+    tool(false, &["pvcreate", l.dev(1)]);
+    let listed = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        listed.contains(&format!("DEVNAME={} PVID=", l.dev(1))),
+        "ferrolvm did not add its PV: {listed}"
+    );
+    assert!(listed.contains("VERSION=1.1."), "{listed}");
+    let pvs = |lvm: bool| {
+        let out = tool(lvm, &["pvs", "--reportformat", "json", "-o", "pv_name"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut names: Vec<String> = v["report"][0]["pv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["pv_name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let want = vec![l.dev(0).to_string(), l.dev(1).to_string()];
+    assert_eq!(pvs(true), want, "lvm2 sees exactly the listed PVs");
+    assert_eq!(pvs(false), want, "ferrolvm sees exactly the listed PVs");
+    tool(false, &["vgcreate", "df-vg", l.dev(0), l.dev(1)]);
+    tool(false, &["lvcreate", "-an", "-n", "x", "-L", "8m", "df-vg"]);
+    let vgs = tool(
+        true,
+        &[
+            "vgs",
+            "--reportformat",
+            "json",
+            "-o",
+            "pv_count,lv_count",
+            "df-vg",
+        ],
+    );
+    assert!(
+        vgs.contains("\"pv_count\":\"2\"") && vgs.contains("\"lv_count\":\"1\""),
+        "{vgs}"
+    );
+    tool(true, &["vgck", "df-vg"]);
+}
