@@ -95,7 +95,7 @@ pub fn execute(disks: &mut [Option<&mut dyn Disk>], writes: &[Write]) -> Result<
                     EngineError::Refused(format!("device {} is not open for writing", w.dev))
                 })?;
             disk.write_at(w.offset, &w.data)
-                .map_err(io_err(&disk.path().to_path_buf()))?;
+                .map_err(io_err(disk.path()))?;
             touched[w.dev] = true;
         }
         flush_all(

@@ -59,6 +59,7 @@ impl Host {
             .unwrap_or_else(|| "/etc/lvm".into());
         let conf = std::fs::read(sysdir.join("lvm.conf"))
             .ok()
+            .filter(|b| sets_anything_we_read(b))
             .and_then(|b| config::parse(&b).ok())
             .unwrap_or_default();
         let lock_dir = match lookup(&conf, &["global", "locking_dir"]) {
