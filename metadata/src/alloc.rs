@@ -223,6 +223,7 @@ pub fn allocate(
             areas,
             tags: vec![],
             fields: vec![],
+            thin: None,
         });
         le += per * stripes;
         left -= per * stripes;
@@ -242,6 +243,7 @@ fn linear(le: u32, n: u32, pv: &str, pe: u32) -> Segment {
         }],
         tags: vec![],
         fields: vec![],
+        thin: None,
     }
 }
 

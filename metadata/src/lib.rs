@@ -29,7 +29,7 @@ pub mod scan;
 pub mod uuid;
 
 pub use error::Error;
-pub use model::{Area, Lv, Pv, Segment, Trailer, Vg};
+pub use model::{Area, Lv, Pv, Segment, ThinMessage, ThinSegment, Trailer, Vg};
 pub use uuid::Uuid;
 
 /// LVM sectors are always 512 bytes, whatever the device's block size.

@@ -134,6 +134,39 @@ pub struct Segment {
     pub tags: Vec<String>,
     /// Scalar fields of other segment types (thin_pool, origin, device_id, ...), for reports.
     pub fields: Vec<(String, Value)>,
+    /// Typed view of thin-pool and thin segments.
+    pub thin: Option<ThinSegment>,
+}
+
+/// A message queued in a thin-pool segment for the kernel pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThinMessage {
+    Create { lv: String },
+    Delete { device_id: u32 },
+}
+
+/// The thin-pool and thin segment types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThinSegment {
+    Pool {
+        /// The `_tmeta` LV.
+        metadata: String,
+        /// The `_tdata` LV.
+        pool: String,
+        transaction_id: u64,
+        /// Sectors.
+        chunk_size: u32,
+        discards: Option<String>,
+        zero_new_blocks: bool,
+        messages: Vec<ThinMessage>,
+    },
+    Thin {
+        thin_pool: String,
+        transaction_id: u64,
+        device_id: u32,
+        origin: Option<String>,
+        external_origin: Option<String>,
+    },
 }
 
 impl Segment {
@@ -783,6 +816,7 @@ impl Segment {
             areas: Vec::new(),
             tags,
             fields: Vec::new(),
+            thin: None,
         };
         if seg.segtype == "striped" {
             let stripe_count: u32 = f.uint("stripe_count")?;
@@ -812,6 +846,7 @@ impl Segment {
         }
         // Other types: record scalar fields for reports, and every (PV, extent)
         // pair in any list so the allocator keeps off those extents.
+        seg.thin = ThinSegment::from_nodes(&seg.segtype, nodes)?;
         for n in nodes {
             if let Some(v) = n.as_value() {
                 match v {
@@ -825,6 +860,83 @@ impl Segment {
             }
         }
         Ok((seg, false))
+    }
+}
+
+impl ThinSegment {
+    fn from_nodes(segtype: &str, nodes: &[Node]) -> Result<Option<ThinSegment>, Error> {
+        let base = segtype.split('+').next().unwrap_or(segtype);
+        let bad = |key: &'static str, why: &'static str| Error::BadField {
+            section: "thin segment",
+            key,
+            why,
+        };
+        let get = |key: &str| config::find(nodes, key).and_then(|n| n.as_value());
+        let string = |key: &'static str| match get(key) {
+            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            None => Ok(None),
+            Some(_) => Err(bad(key, "expected a string")),
+        };
+        let int = |key: &'static str| match get(key) {
+            Some(Value::Int(i)) => Ok(Some(*i)),
+            None => Ok(None),
+            Some(_) => Err(bad(key, "expected an integer")),
+        };
+        let req = |v: Option<String>, key: &'static str| {
+            v.ok_or(Error::MissingField {
+                section: "thin segment",
+                key,
+            })
+        };
+        let uint = |key: &'static str| -> Result<u64, Error> {
+            int(key)?
+                .ok_or(Error::MissingField {
+                    section: "thin segment",
+                    key,
+                })
+                .and_then(|i| u64::try_from(i).map_err(|_| bad(key, "out of range")))
+        };
+        match base {
+            "thin-pool" => {
+                let mut messages = Vec::new();
+                for n in nodes.iter().filter(|n| n.key.starts_with("message")) {
+                    let c = n.children().ok_or(bad("message", "expected a section"))?;
+                    let msg = match (
+                        config::find(c, "create").and_then(|n| n.as_value()),
+                        config::find(c, "delete").and_then(|n| n.as_value()),
+                    ) {
+                        (Some(Value::Str(lv)), None) => ThinMessage::Create { lv: lv.clone() },
+                        (None, Some(Value::Int(id))) => ThinMessage::Delete {
+                            device_id: u32::try_from(*id)
+                                .map_err(|_| bad("delete", "out of range"))?,
+                        },
+                        _ => return Err(bad("message", "expected one create or delete")),
+                    };
+                    messages.push(msg);
+                }
+                Ok(Some(ThinSegment::Pool {
+                    metadata: req(string("metadata")?, "metadata")?,
+                    pool: req(string("pool")?, "pool")?,
+                    transaction_id: uint("transaction_id")?,
+                    chunk_size: u32::try_from(uint("chunk_size")?)
+                        .map_err(|_| bad("chunk_size", "out of range"))?,
+                    discards: string("discards")?,
+                    zero_new_blocks: int("zero_new_blocks")?.unwrap_or(0) != 0,
+                    messages,
+                }))
+            }
+            "thin" => Ok(Some(ThinSegment::Thin {
+                thin_pool: req(string("thin_pool")?, "thin_pool")?,
+                transaction_id: uint("transaction_id")?,
+                device_id: u32::try_from(uint("device_id")?)
+                    .ok()
+                    .filter(|&d| d < (1 << 24))
+                    .ok_or(bad("device_id", "must be below 2^24"))?,
+                origin: string("origin")?,
+                external_origin: string("external_origin")?,
+            })),
+            _ => Ok(None),
+        }
     }
 }
 

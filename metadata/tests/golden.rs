@@ -112,3 +112,39 @@ fn repeated_or_mistyped_keys_are_refused() {
     let dup_seqno = text.replacen("seqno = 4\n", "seqno = 4\nseqno = 9\n", 1);
     assert!(Vg::from_text(dup_seqno.as_bytes()).is_err());
 }
+
+/// Thin pools are read into a typed view (queued messages included) and,
+/// until ferrolvm manages them, written back exactly.
+#[test]
+fn thin_pool_layout_is_typed_and_preserved() {
+    use ferrolvm_metadata::{ThinMessage, ThinSegment};
+    let text = include_bytes!("fixtures/handwritten-thin-pool.txt");
+    let vg = Vg::from_text(text).unwrap();
+    let pool = vg.lv("pool0").unwrap();
+    assert!(!pool.managed());
+    assert_eq!(
+        pool.segments[0].thin,
+        Some(ThinSegment::Pool {
+            metadata: "pool0_tmeta".into(),
+            pool: "pool0_tdata".into(),
+            transaction_id: 2,
+            chunk_size: 128,
+            discards: Some("passdown".into()),
+            zero_new_blocks: true,
+            messages: vec![ThinMessage::Create { lv: "thin1".into() }],
+        })
+    );
+    let thin = vg.lv("thin1").unwrap();
+    assert!(
+        matches!(&thin.segments[0].thin, Some(ThinSegment::Thin { thin_pool, device_id: 1, transaction_id: 1, origin: None, .. }) if thin_pool == "pool0")
+    );
+    // The hidden sub-LVs are plain striped LVs and keep their extents.
+    assert!(!vg.lv("pool0_tdata").unwrap().visible());
+    let free = ferrolvm_metadata::alloc::FreeMap::of(&vg).total();
+    assert_eq!(free, vg.extent_count() - 4);
+    let out = vg.to_text(&trailer());
+    assert_eq!(
+        String::from_utf8_lossy(vg_block(&out)),
+        String::from_utf8_lossy(vg_block(text))
+    );
+}
