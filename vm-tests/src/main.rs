@@ -1,0 +1,163 @@
+//! `cargo run -p vm-tests -- COMMAND`: boots a Debian kernel in QEMU under
+//! TCG with an initramfs holding ferrolvm, lvm2, dmsetup, thin tools and
+//! filesystem tools, and runs something inside it.
+//!
+//! - `test`: the device-mapper test suite (`tests/dm.rs`, its `#[ignore]`d
+//!   tests), streamed, ending with `N passed, N failed`.
+//! - `run-script FILE`: FILE run by `/bin/sh` as root in the same kind of VM.
+//! - `demo`: a walk through the main job, step by step.
+
+mod cpio;
+mod image;
+mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+const DEMO: &str = include_str!("demo.sh");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("vm-tests lives in the workspace")
+        .to_path_buf()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("FERROLVM_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/vm"))
+}
+
+/// Builds the project's release binaries and returns the executables of
+/// `--test` targets named in `tests`.
+fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
+    let ws = workspace();
+    image::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "ferrolvm", "--bin", "ferrolvm"])
+            .current_dir(&ws),
+    )?;
+    let mut found = Vec::new();
+    if !tests.is_empty() {
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "test",
+            "--release",
+            "-p",
+            "ferrolvm",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(&ws);
+        for t in tests {
+            cmd.args(["--test", t]);
+        }
+        let out = image::run(&mut cmd)?;
+        for line in out.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let (Some(name), Some(exe)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
+            {
+                if tests.contains(&name) {
+                    found.push((name.to_string(), PathBuf::from(exe)));
+                }
+            }
+        }
+        if found.len() != tests.len() {
+            return Err(format!("cargo built {found:?}, expected {tests:?}"));
+        }
+    }
+    Ok((ws.join("target/release/ferrolvm"), found))
+}
+
+fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, String> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let (ferrolvm, test_bins) = build(tests)?;
+    let (kernel, moddir) = image::kernel(&cache)?;
+    let mut extra = vec![("/usr/local/bin/ferrolvm".to_string(), ferrolvm)];
+    for (name, exe) in test_bins {
+        extra.push((format!("/usr/local/bin/{name}-tests"), exe));
+    }
+    if let Some(sanity) = std::env::var_os("FERROLVM_CSI_SANITY")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+    {
+        extra.push(("/usr/local/bin/csi-sanity".into(), sanity));
+    }
+    let initrd = cache.join("initramfs.cpio");
+    image::initramfs(&cache, &moddir, &extra, payload, &initrd)?;
+    eprintln!("vm-tests: booting {} under TCG", kernel.display());
+    qemu::boot(&kernel, &initrd, 2048, Duration::from_secs(45 * 60), echo)
+}
+
+fn summarize(lines: &[String]) -> (u64, u64) {
+    let (mut passed, mut failed) = (0, 0);
+    for l in lines {
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim()
+                            .strip_suffix(word)
+                            .and_then(|n| n.trim().rsplit(' ').next().and_then(|n| n.parse().ok()))
+                    })
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+        }
+    }
+    (passed, failed)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => {
+            let filter = args.get(1).cloned().unwrap_or_default();
+            let payload = format!("/usr/local/bin/dm-tests --ignored --test-threads=1 {filter}\n");
+            boot(&payload, &["dm"], true).and_then(|o| {
+                let (passed, failed) = summarize(&o.lines);
+                println!("{passed} passed, {failed} failed");
+                match o.code {
+                    Some(0) if failed == 0 && passed > 0 => Ok(()),
+                    Some(0) => Err("the VM ran no test".into()),
+                    Some(c) => Err(format!("tests failed in the VM (exit {c})")),
+                    None => Err("the VM stopped without reporting an exit code".into()),
+                }
+            })
+        }
+        Some("run-script") => match args.get(1) {
+            Some(file) => std::fs::read_to_string(file)
+                .map_err(|e| format!("{file}: {e}"))
+                .and_then(|script| {
+                    boot(&script, &[], true).and_then(|o| match o.code {
+                        Some(0) => Ok(()),
+                        Some(c) => Err(format!("the script exited with {c}")),
+                        None => Err("the VM stopped without reporting an exit code".into()),
+                    })
+                }),
+            None => Err("usage: vm-tests run-script FILE".into()),
+        },
+        Some("demo") => boot(DEMO, &[], true).and_then(|o| {
+            if o.code == Some(0) {
+                Ok(())
+            } else {
+                Err("the demo failed".into())
+            }
+        }),
+        _ => Err("usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vm-tests: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
