@@ -12,6 +12,7 @@ use crate::host::Host;
 use crate::lock::Mode;
 use crate::report::{self, Units};
 use crate::scan::scan_paths;
+use crate::volumes;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -162,6 +163,9 @@ pub enum Cmd {
     Lvremove {
         #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
         force: u8,
+        /// Discard the freed extents (BLKDISCARD) after removal.
+        #[arg(long)]
+        discard: bool,
         #[arg(required = true)]
         lvs: Vec<String>,
     },
@@ -189,6 +193,22 @@ pub enum Cmd {
     Lvrename {
         #[arg(required = true, num_args = 2..=3)]
         args: Vec<String>,
+    },
+    /// Activate or deactivate logical volumes.
+    Lvchange {
+        /// y or n.
+        #[arg(short = 'a', long = "activate")]
+        activate: String,
+        #[arg(required = true)]
+        lvs: Vec<String>,
+    },
+    /// Activate or deactivate every linear and striped LV of volume groups.
+    Vgchange {
+        /// y or n.
+        #[arg(short = 'a', long = "activate")]
+        activate: String,
+        #[arg(required = true)]
+        vgs: Vec<String>,
     },
     /// Check VG metadata consistency; --updatemetadata rewrites every copy.
     Vgck {
@@ -302,11 +322,10 @@ fn split_lv(arg: &str) -> Result<(String, String)> {
         .ok_or_else(|| usage(format!("{arg:?}: please give VG/LV")))
 }
 
-fn pv_keys(vg: &Vg, host: &Host, paths: &[String]) -> Result<Option<Vec<String>>> {
+fn pv_keys(vg: &Vg, scan: &crate::scan::Scan, paths: &[String]) -> Result<Option<Vec<String>>> {
     if paths.is_empty() {
         return Ok(None);
     }
-    let scan = scan_paths(&host.candidate_devices());
     let found = scan
         .vg(&vg.name)
         .ok_or_else(|| EngineError::VgNotFound(vg.name.clone()))?;
@@ -359,11 +378,12 @@ fn units(r: &ReportArgs) -> Units {
     }
 }
 
-fn no_activation(what: &str) -> EngineError {
-    EngineError::Refused(format!(
-        "{what} needs device-mapper activation, which this ferrolvm build does not provide yet; \
-         nothing was changed. Use -an to create the LV inactive."
-    ))
+fn parse_yn(v: &str, flag: &str) -> Result<bool> {
+    match v {
+        "y" | "yes" | "ay" => Ok(true),
+        "n" | "no" => Ok(false),
+        _ => Err(usage(format!("{flag} takes y or n, not {v:?}"))),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -512,7 +532,7 @@ pub fn run(cli: Cli) -> Result<()> {
             stripe_size,
             tags,
             activate,
-            zero: _,
+            zero,
             segtype,
             snapshot,
             args,
@@ -528,9 +548,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     "segment type {t} is not supported yet (linear and striped are)"
                 )));
             }
-            if !matches!(activate.as_str(), "n" | "no") {
-                return Err(no_activation("creating an active LV"));
-            }
+            let activate = parse_yn(&activate, "-a")?;
+            let zero = match zero.as_deref() {
+                Some(z) => parse_yn(z, "-Z")?,
+                None => activate,
+            };
             let (vgname, pvs) = args
                 .split_first()
                 .ok_or_else(|| usage("please give a VG"))?;
@@ -551,49 +573,59 @@ pub fn run(cli: Cli) -> Result<()> {
                 ),
                 (_, None) => Some(128),
             };
-            let name = name.clone();
-            let vg = engine::modify_vg(&host, &vgname, |vg, _| {
-                let keys = pv_keys(vg, &host, pvs)?;
-                let mut n = to_extents(vg, amount);
-                n = n.div_ceil(stripes as u64) * stripes as u64;
+            let mut created = String::new();
+            volumes::create(&host, &vgname, activate, |vg, scan| {
+                let keys = pv_keys(vg, scan, pvs)?;
+                let n = to_extents(vg, amount).div_ceil(stripes as u64) * stripes as u64;
                 let n = u32::try_from(n).map_err(|_| usage("size too large"))?;
-                let lvname = match &name {
+                created = match &name {
                     Some(n) => n.clone(),
                     None => (0..)
                         .map(|i| format!("lvol{i}"))
                         .find(|c| vg.lv(c).is_none())
                         .unwrap_or_default(),
                 };
-                let new = NewLv {
-                    name: lvname.clone(),
-                    id: engine::random_uuid(),
-                    tags: tags.clone(),
-                    creation_time: engine::now(),
-                    creation_host: host.hostname.clone(),
-                };
-                ops::create_lv(vg, new, n, stripes, stripe_size, keys.as_deref())?;
-                Ok(format!(
-                    "Write from ferrolvm lvcreate -n {lvname} {}.",
-                    vg.name
-                ))
+                Ok(volumes::LvSpec {
+                    new: NewLv {
+                        name: created.clone(),
+                        id: engine::random_uuid(),
+                        tags: tags.clone(),
+                        creation_time: engine::now(),
+                        creation_host: host.hostname.clone(),
+                    },
+                    extents: n,
+                    stripes,
+                    stripe_size,
+                    pvs: keys,
+                    zero,
+                })
             })?;
-            let created = vg
-                .lvs
-                .iter()
-                .rev()
-                .find(|l| name.as_ref().is_none_or(|n| &l.name == n))
-                .map(|l| l.name.clone())
-                .unwrap_or_default();
             println!("  Logical volume \"{created}\" created.");
         }
-        Cmd::Lvremove { force: _, lvs } => {
+        Cmd::Lvremove {
+            force: _,
+            discard,
+            lvs,
+        } => {
             for arg in lvs {
                 let (vg, lv) = split_lv(&arg)?;
-                engine::modify_vg(&host, &vg, |v, _| {
-                    ops::remove_lv(v, &lv)?;
-                    Ok(format!("Write from ferrolvm lvremove {vg}/{lv}."))
-                })?;
+                volumes::remove(&host, &vg, &lv, discard)?;
                 println!("  Logical volume \"{lv}\" successfully removed.");
+            }
+        }
+        Cmd::Lvchange { activate, lvs } => {
+            let on = parse_yn(&activate, "-a")?;
+            for arg in lvs {
+                let (vg, lv) = split_lv(&arg)?;
+                volumes::set_active(&host, &vg, Some(&[lv]), on)?;
+            }
+        }
+        Cmd::Vgchange { activate, vgs } => {
+            let on = parse_yn(&activate, "-a")?;
+            for vg in vgs {
+                let done = volumes::set_active(&host, &vg, None, on)?;
+                let n = if on { done.len() } else { 0 };
+                println!("  {n} logical volume(s) in volume group \"{vg}\" now active");
             }
         }
         Cmd::Lvextend {
@@ -650,13 +682,10 @@ fn resize(
     if extend_only && sign == Sign::Minus {
         return Err(usage("lvextend cannot shrink; use lvresize"));
     }
-    let mut msg = String::new();
-    engine::modify_vg(host, &vgname, |vg, _| {
-        let keys = pv_keys(vg, host, pvs)?;
-        let lv = vg
-            .lv(&lvname)
-            .ok_or_else(|| usage(format!("logical volume {vgname}/{lvname} not found")))?;
-        let cur = lv.extent_count() as u64;
+    let mut es = 0u64;
+    let (cur, now) = volumes::resize(host, &vgname, &lvname, |vg, scan, cur| {
+        let keys = pv_keys(vg, scan, pvs)?;
+        let cur = cur as u64;
         let n = to_extents(vg, amount);
         let target = match sign {
             Sign::Abs => n,
@@ -666,31 +695,22 @@ fn resize(
                 .filter(|&t| t > 0)
                 .ok_or_else(|| usage("cannot shrink to zero or below"))?,
         };
-        let target = u32::try_from(target).map_err(|_| usage("size too large"))?;
-        let es = vg.extent_size as u64 * 512;
-        if target as u64 > cur {
-            ops::extend_lv(vg, &lvname, target, keys.as_deref())?;
-        } else if (target as u64) < cur {
-            if extend_only {
-                return Err(usage(format!(
-                    "new size ({target} extents) is smaller than the current {cur}; use lvresize"
-                )));
-            }
-            ops::reduce_lv(vg, &lvname, target)?;
-        } else {
+        if extend_only && target < cur {
             return Err(usage(format!(
-                "new size ({target} extents) matches the existing size"
+                "new size ({target} extents) is smaller than the current {cur}; use lvresize"
             )));
         }
-        let now = vg.lv(&lvname).map(|l| l.extent_count() as u64).unwrap_or(0);
-        let h = Units {
-            unit: 'h',
-            suffix: true,
-        };
-        msg = format!("  Size of logical volume {vgname}/{lvname} changed from {} ({cur} extents) to {} ({now} extents).", h.fmt(cur * es), h.fmt(now * es));
-        Ok(format!("Write from ferrolvm lvresize {vgname}/{lvname}."))
+        es = vg.extent_size as u64 * 512;
+        let target = u32::try_from(target).map_err(|_| usage("size too large"))?;
+        Ok((target, keys))
     })?;
-    println!("{msg}\n  Logical volume {vgname}/{lvname} successfully resized.");
+    let h = Units {
+        unit: 'h',
+        suffix: true,
+    };
+    let (cur, now) = (cur as u64, now as u64);
+    println!("  Size of logical volume {vgname}/{lvname} changed from {} ({cur} extents) to {} ({now} extents).", h.fmt(cur * es), h.fmt(now * es));
+    println!("  Logical volume {vgname}/{lvname} successfully resized.");
     Ok(())
 }
 

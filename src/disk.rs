@@ -171,3 +171,15 @@ impl Disk for MemDisk {
         &self.path
     }
 }
+
+nix::ioctl_write_ptr_bad!(blkdiscard, 0x1277, [u64; 2]);
+
+/// Tells the device the byte range no longer holds data (BLKDISCARD).
+pub fn discard(path: &Path, offset: u64, len: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    let range = [offset, len];
+    // SAFETY: BLKDISCARD reads two u64s through the pointer, which points at
+    // a live local array; the fd stays open for the call.
+    unsafe { blkdiscard(std::os::fd::AsRawFd::as_raw_fd(&f), &range) }.map_err(io::Error::from)?;
+    Ok(())
+}

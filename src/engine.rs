@@ -37,6 +37,13 @@ pub enum EngineError {
         "VG {vg} metadata is inconsistent ({why}); repair it with `vgck --updatemetadata {vg}`"
     )]
     Inconsistent { vg: String, why: String },
+    #[error(transparent)]
+    Activate(#[from] crate::activate::ActivateError),
+    #[error("{cause}; undoing it also failed: {rollback}")]
+    Rollback {
+        cause: Box<EngineError>,
+        rollback: Box<EngineError>,
+    },
 }
 
 impl EngineError {
@@ -248,6 +255,57 @@ pub fn lock_vg(host: &Host, vg: &str, mode: Mode) -> Result<LvmLock> {
     })
 }
 
+/// A VG held under its exclusive lvm2 lock: the scan it was read from and
+/// its committed state. Several commits (and activations between them) can
+/// follow one another without another process interleaving.
+pub struct Session<'h> {
+    host: &'h Host,
+    pub scan: Scan,
+    pub vg: Vg,
+    _lock: LvmLock,
+}
+
+impl<'h> Session<'h> {
+    pub fn open(host: &'h Host, name: &str) -> Result<Session<'h>> {
+        let lock = lock_vg(host, name, Mode::Exclusive)?;
+        let scan = scan_paths(&host.candidate_devices());
+        let found = scan
+            .vg(name)
+            .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
+        check_found(found)?;
+        let vg = found.vg.clone();
+        Ok(Session {
+            host,
+            scan,
+            vg,
+            _lock: lock,
+        })
+    }
+
+    /// Commits `vg` as the successor of the current state, then re-reads the
+    /// VG's devices: the mda headers have moved on.
+    pub fn commit(&mut self, mut vg: Vg, description: String) -> Result<()> {
+        let writes = plan_vg_commit(
+            &self.scan,
+            &mut vg,
+            self.vg.seqno,
+            &trailer(self.host, description),
+        )?;
+        execute_on_scan(&self.scan, &writes)?;
+        let paths: Vec<PathBuf> = self.scan.devices.iter().map(|d| d.path.clone()).collect();
+        self.scan = scan_paths(&paths);
+        let now = self.scan.vg(&vg.name).map(|f| f.vg.seqno);
+        if now != Some(vg.seqno) {
+            return Err(EngineError::Refused(format!(
+                "VG {} reads back with seqno {now:?} after committing {}",
+                vg.name, vg.seqno
+            )));
+        }
+        self.vg = vg;
+        Ok(())
+    }
+}
+
 /// Reads one VG under its lock, applies `change`, and commits the result.
 /// `change` returns the description stored in the metadata.
 pub fn modify_vg(
@@ -255,17 +313,11 @@ pub fn modify_vg(
     name: &str,
     change: impl FnOnce(&mut Vg, &Scan) -> Result<String>,
 ) -> Result<Vg> {
-    let _lock = lock_vg(host, name, Mode::Exclusive)?;
-    let scan = scan_paths(&host.candidate_devices());
-    let found = scan
-        .vg(name)
-        .ok_or_else(|| EngineError::VgNotFound(name.into()))?;
-    check_found(found)?;
-    let mut vg = found.vg.clone();
-    let description = change(&mut vg, &scan)?;
-    let writes = plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer(host, description))?;
-    execute_on_scan(&scan, &writes)?;
-    Ok(vg)
+    let mut s = Session::open(host, name)?;
+    let mut vg = s.vg.clone();
+    let description = change(&mut vg, &s.scan)?;
+    s.commit(vg, description)?;
+    Ok(s.vg)
 }
 
 /// How `pvcreate` lays out a new PV.
@@ -596,6 +648,11 @@ pub fn vgremove(host: &Host, name: &str, force: bool) -> Result<()> {
     }
     if found.vg.lvs.iter().any(|l| !l.managed()) {
         return Err(EngineError::Refused(format!("volume group {name} has logical volumes ferrolvm does not manage; remove them with lvm2 first")));
+    }
+    if let Ok(dm) = crate::activate::Dm::open() {
+        for lv in found.vg.lvs.iter().filter(|l| dm.is_active(&found.vg, l)) {
+            dm.deactivate(&found.vg, lv)?;
+        }
     }
     let (mdas, labels) = pv_state(&scan, &found.vg)?;
     execute_on_scan(&scan, &commit::plan_labels(&labels, false)?)?;

@@ -6,6 +6,7 @@
 //! VG changes end to end ([`engine`]), reports ([`report`]) and the
 //! lvm-compatible command line ([`cli`]).
 
+pub mod activate;
 pub mod cli;
 pub mod disk;
 pub mod engine;
@@ -13,3 +14,4 @@ pub mod host;
 pub mod lock;
 pub mod report;
 pub mod scan;
+pub mod volumes;

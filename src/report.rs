@@ -97,17 +97,22 @@ pub fn dm_available() -> bool {
         .unwrap_or(false)
 }
 
-fn dm_active(vg: &Vg, lv: &Lv) -> bool {
-    let want = format!("LVM-{}{}", vg.id.raw_str(), lv.id.raw_str());
-    std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            std::fs::read_to_string(e.path().join("dm/uuid"))
-                .map(|u| u.trim() == want)
-                .unwrap_or(false)
-        })
+/// (state, open) columns of `lv_attr` from the kernel: `a`/`s`/`-` and `o`/`-`.
+fn dm_state(vg: &Vg, lv: &Lv) -> (char, char) {
+    static DM: std::sync::OnceLock<Option<crate::activate::Dm>> = std::sync::OnceLock::new();
+    let Some(dm) = DM.get_or_init(|| crate::activate::Dm::open().ok()) else {
+        return ('-', '-');
+    };
+    match dm.info(&crate::activate::dm_uuid(vg, lv, None)) {
+        None => ('-', '-'),
+        Some(info) => {
+            let suspended = info.flags().contains(devicemapper::DmFlags::DM_SUSPEND);
+            (
+                if suspended { 's' } else { 'a' },
+                if info.open_count() > 0 { 'o' } else { '-' },
+            )
+        }
+    }
 }
 
 pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
@@ -139,8 +144,8 @@ pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
     if !dm_available() {
         a[4] = 'X';
         a[5] = 'X';
-    } else if dm_active(vg, lv) {
-        a[4] = 'a';
+    } else {
+        (a[4], a[5]) = dm_state(vg, lv);
     }
     if segtype == "thin" || segtype == "thin-pool" {
         a[6] = 't';
