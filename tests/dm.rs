@@ -1,8 +1,38 @@
 //! Device-mapper tests. They need a kernel with device-mapper, so the host
 //! run leaves them out (`#[ignore]`) and `cargo run -p vm-tests -- test`
-//! runs them inside a QEMU guest with `--ignored`.
+//! runs them inside a QEMU guest with `--ignored`, one at a time.
 
 mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    ok(
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}")),
+        cmd,
+        args,
+    )
+}
+
+fn lv_attr(l: &Loops, lv: &str) -> String {
+    l.lvm_ok(&["lvs", "--noheadings", "-o", "lv_attr", lv])
+        .trim()
+        .to_string()
+}
+
+fn dm_exists(name: &str) -> bool {
+    Command::new("dmsetup")
+        .args(["info", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
 
 #[test]
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
@@ -12,13 +42,258 @@ fn dm_driver_is_there() {
         v.contains("device-mapper"),
         "no device-mapper in /proc/misc: {v}"
     );
-    let out = std::process::Command::new("dmsetup")
-        .arg("version")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sh("dmsetup", &["version"]);
+}
+
+/// ferrolvm's devices are the ones lvm2 would make: same name, uuid and
+/// table; each tool deactivates what the other activated.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn activation_matches_lvm2() {
+    let l = Loops::with_dm(2, 128);
+    l.ferro_ok(&["vgcreate", "-s", "1m", "act-vg", l.dev(0), l.dev(1)]);
+    l.ferro_ok(&["lvcreate", "-n", "lin-1", "-L", "8m", "act-vg"]);
+    l.ferro_ok(&[
+        "lvcreate", "-n", "st", "-i", "2", "-I", "64k", "-L", "16m", "act-vg",
+    ]);
+    l.ferro_ok(&["lvcreate", "-n", "multi", "-L", "4m", "act-vg", l.dev(0)]);
+    // Grown while active: the table is reloaded with a second segment.
+    l.ferro_ok(&["lvextend", "-L", "+4m", "act-vg/multi", l.dev(1)]);
+    assert_eq!(
+        sh("dmsetup", &["table", "act--vg-multi"]).lines().count(),
+        2
     );
+    for (lv, dm) in [
+        ("lin-1", "act--vg-lin--1"),
+        ("st", "act--vg-st"),
+        ("multi", "act--vg-multi"),
+    ] {
+        let path = format!("act-vg/{lv}");
+        assert_eq!(
+            lv_attr(&l, &path).chars().nth(4),
+            Some('a'),
+            "lvm2 sees {lv} active"
+        );
+        assert!(
+            Path::new(&format!("/dev/mapper/{dm}")).exists()
+                && Path::new(&format!("/dev/act-vg/{lv}")).exists()
+        );
+        let ours = sh("dmsetup", &["table", dm]);
+        let our_uuid = sh("dmsetup", &["info", "-c", "--noheadings", "-o", "uuid", dm]);
+        // ferrolvm deactivates its own; lvm2 activates the same layout.
+        l.ferro_ok(&["lvchange", "-an", &path]);
+        assert!(
+            !dm_exists(dm) && !Path::new(&format!("/dev/act-vg/{lv}")).exists(),
+            "{lv} still there"
+        );
+        l.lvm_ok(&["lvchange", "-ay", &path]);
+        assert_eq!(
+            sh("dmsetup", &["table", dm]),
+            ours,
+            "{lv}: lvm2 loads a different table"
+        );
+        assert_eq!(
+            sh("dmsetup", &["info", "-c", "--noheadings", "-o", "uuid", dm]),
+            our_uuid
+        );
+        // ferrolvm deactivates lvm2's, lvm2 deactivates ferrolvm's.
+        l.ferro_ok(&["lvchange", "-an", &path]);
+        assert!(!dm_exists(dm), "ferrolvm left lvm2's {lv} active");
+        l.ferro_ok(&["lvchange", "-ay", &path]);
+        l.lvm_ok(&["lvchange", "-an", &path]);
+        assert!(!dm_exists(dm), "lvm2 left ferrolvm's {lv} active");
+        assert_eq!(lv_attr(&l, &path).chars().nth(4), Some('-'));
+    }
+    // An open LV is refused with a clear error and stays active.
+    l.ferro_ok(&["lvchange", "-ay", "act-vg/lin-1"]);
+    let held = std::fs::File::open("/dev/act-vg/lin-1").unwrap();
+    let out = l.ferro(&["lvchange", "-an", "act-vg/lin-1"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    assert!(dm_exists("act--vg-lin--1"));
+    drop(held);
+    l.ferro_ok(&["vgchange", "-ay", "act-vg"]);
+    for lv in ["lin-1", "st", "multi"] {
+        assert_eq!(
+            lv_attr(&l, &format!("act-vg/{lv}")).chars().nth(4),
+            Some('a')
+        );
+    }
+    l.ferro_ok(&["vgchange", "-an", "act-vg"]);
+    assert!(
+        !sh("dmsetup", &["ls"]).contains("act--vg"),
+        "vgchange -an left devices"
+    );
+    l.assert_vgck_clean("act-vg");
+}
+
+/// A new LV's first 4 KiB are zeroed, as lvm2 does; -Zn leaves them.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn new_lvs_start_zeroed() {
+    let l = Loops::with_dm(1, 64);
+    // Dirty the PV where the LV will land.
+    l.ferro_ok(&["vgcreate", "-s", "1m", "z-vg", l.dev(0)]);
+    l.ferro_ok(&["lvcreate", "-n", "dirty", "-L", "4m", "z-vg"]);
+    std::fs::write("/dev/z-vg/dirty", vec![0xabu8; 8192]).unwrap();
+    l.ferro_ok(&["lvremove", "z-vg/dirty"]);
+    l.ferro_ok(&["lvcreate", "-n", "clean", "-L", "4m", "z-vg"]);
+    let head = std::fs::read("/dev/z-vg/clean").unwrap();
+    assert!(
+        head[..4096].iter().all(|&b| b == 0),
+        "first 4 KiB not zeroed"
+    );
+    assert!(
+        head[4096..8192].iter().all(|&b| b == 0xab),
+        "zeroed more than 4 KiB (or the LV moved)"
+    );
+}
+
+fn fs_round_trip(l: &Loops, vg: &str, lv: &str, fs: &str) {
+    let dev = format!("/dev/{vg}/{lv}");
+    match fs {
+        "ext4" => sh("mkfs.ext4", &["-q", "-F", &dev]),
+        "xfs" => sh("mkfs.xfs", &["-q", "-f", &dev]),
+        _ => sh("mkfs.btrfs", &["-q", "-f", &dev]),
+    };
+    let mnt = format!("/tmp/mnt-{lv}");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh("mount", &["-t", fs, &dev, &mnt]);
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let file = format!("{mnt}/data");
+    std::fs::write(&file, &data).unwrap();
+    sh("sync", &[]);
+    let size = || {
+        nix::sys::statvfs::statvfs(mnt.as_str())
+            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .unwrap()
+    };
+    let before = size();
+    l.ferro_ok(&["lvextend", "-L", "+128m", &format!("{vg}/{lv}")]);
+    match fs {
+        "ext4" => sh("resize2fs", &[&dev]),
+        "xfs" => sh("xfs_growfs", &[&mnt]),
+        _ => sh("btrfs", &["filesystem", "resize", "max", &mnt]),
+    };
+    assert!(
+        size() > before + (64 << 20),
+        "{fs} on {lv} did not grow online: {before} -> {}",
+        size()
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == data,
+        "{fs} on {lv}: data changed after growing"
+    );
+    sh("umount", &[&mnt]);
+    sh("mount", &["-t", fs, &dev, &mnt]);
+    assert!(
+        std::fs::read(&file).unwrap() == data,
+        "{fs} on {lv}: data changed after remount"
+    );
+    sh("umount", &[&mnt]);
+}
+
+/// mkfs, mount, write, read back, grow online, read back: ext4, xfs and
+/// btrfs on linear and striped LVs.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn filesystems_on_linear_and_striped_lvs_grow_online() {
+    let l = Loops::with_dm(2, 1024);
+    l.ferro_ok(&["vgcreate", "data-vg", l.dev(0), l.dev(1)]);
+    for fs in ["ext4", "xfs", "btrfs"] {
+        for striped in [false, true] {
+            let lv = format!("{fs}-{}", if striped { "striped" } else { "linear" });
+            let mut args = vec!["lvcreate", "-n", &lv, "-L", "320m"];
+            if striped {
+                args.extend(["-i", "2", "-I", "64k"]);
+            }
+            args.push("data-vg");
+            l.ferro_ok(&args);
+            fs_round_trip(&l, "data-vg", &lv, fs);
+            l.ferro_ok(&["lvremove", &format!("data-vg/{lv}")]);
+        }
+    }
+    l.assert_vgck_clean("data-vg");
+}
+
+/// A PV that starts failing writes in the middle of a commit: the command
+/// fails with an error naming the device, and once the device is back both
+/// tools read the VG as it was.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn failing_pv_gives_error_and_no_damage() {
+    let l = Loops::with_dm(2, 64);
+    let sectors = sh("blockdev", &["--getsz", l.dev(1)]).trim().to_string();
+    let linear = format!("0 {sectors} linear {} 0", l.dev(1));
+    sh("dmsetup", &["create", "flaky-pv", "--table", &linear]);
+    let devs = format!("{},/dev/mapper/flaky-pv", l.dev(0));
+    let run = |tool: &str, args: &[&str]| {
+        let mut c = Command::new(if tool == "lvm" {
+            "lvm"
+        } else {
+            env!("CARGO_BIN_EXE_ferrolvm")
+        });
+        c.arg(args[0])
+            .args(["--devices", &devs])
+            .args(&args[1..])
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+        c.output().unwrap()
+    };
+    let okr = |tool: &str, args: &[&str]| ok(run(tool, args), tool, args);
+    okr(
+        "ferrolvm",
+        &[
+            "vgcreate",
+            "-s",
+            "1m",
+            "fault-vg",
+            l.dev(0),
+            "/dev/mapper/flaky-pv",
+        ],
+    );
+    okr(
+        "ferrolvm",
+        &["lvcreate", "-an", "-n", "before", "-L", "4m", "fault-vg"],
+    );
+    let seqno = |tool: &str| {
+        okr(tool, &["vgs", "--noheadings", "-o", "vg_seqno", "fault-vg"])
+            .trim()
+            .to_string()
+    };
+    let old = seqno("lvm");
+    // Reads still work, writes fail: the scan succeeds, the commit does not.
+    let flakey = format!("0 {sectors} flakey {} 0 0 5 1 error_writes", l.dev(1));
+    sh("dmsetup", &["load", "flaky-pv", "--table", &flakey]);
+    sh("dmsetup", &["resume", "flaky-pv"]);
+    let out = run(
+        "ferrolvm",
+        &["lvcreate", "-an", "-n", "during", "-L", "4m", "fault-vg"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("flaky-pv"),
+        "expected an I/O error naming the device: {err}"
+    );
+    sh("dmsetup", &["load", "flaky-pv", "--table", &linear]);
+    sh("dmsetup", &["resume", "flaky-pv"]);
+    assert_eq!(seqno("lvm"), old, "lvm2 sees a changed VG");
+    assert_eq!(seqno("ferrolvm"), old);
+    let names = okr("lvm", &["lvs", "--noheadings", "-o", "lv_name", "fault-vg"]);
+    assert_eq!(names.split_whitespace().collect::<Vec<_>>(), vec!["before"]);
+    let ck = run("lvm", &["vgck", "fault-vg"]);
+    assert!(
+        ck.status.success(),
+        "vgck: {}",
+        String::from_utf8_lossy(&ck.stderr)
+    );
+    okr(
+        "ferrolvm",
+        &["lvcreate", "-an", "-n", "after", "-L", "4m", "fault-vg"],
+    );
+    okr("ferrolvm", &["vgremove", "-f", "fault-vg"]);
+    sh("dmsetup", &["remove", "flaky-pv"]);
 }

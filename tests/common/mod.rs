@@ -31,6 +31,8 @@ pub fn require_root_tools() {
 /// Loop devices over sparse files, detached on drop.
 pub struct Loops {
     pub devs: Vec<PathBuf>,
+    /// Run lvm2 with its device-mapper driver (inside the VM).
+    pub dm: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -57,7 +59,20 @@ impl Loops {
             );
             devs.push(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()));
         }
-        Loops { devs, _dir: dir }
+        Loops {
+            devs,
+            dm: false,
+            _dir: dir,
+        }
+    }
+
+    /// Loop devices for tests that use the kernel's device-mapper.
+    pub fn with_dm(n: usize, mib: u64) -> Loops {
+        let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+        assert!(misc.contains("device-mapper"), "device-mapper is not available: run this inside the VM (cargo run -p vm-tests -- test)");
+        let mut l = Loops::new(n, mib);
+        l.dm = true;
+        l
     }
 
     pub fn list(&self) -> String {
@@ -74,9 +89,11 @@ impl Loops {
 
     pub fn lvm(&self, args: &[&str]) -> Output {
         let mut c = Command::new("lvm");
-        c.arg(args[0])
-            .args(["--devices", &self.list(), "--driverloaded", "n"])
-            .args(&args[1..]);
+        c.arg(args[0]).args(["--devices", &self.list()]);
+        if !self.dm {
+            c.args(["--driverloaded", "n"]);
+        }
+        c.args(&args[1..]);
         c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
         c.output().expect("run lvm")
     }

@@ -1,5 +1,5 @@
 //! Builds what the VM boots: a Debian kernel taken with `apt-get download`
-//! + `dpkg -x` into a cache directory (the host's /boot is never touched),
+//! and `dpkg -x` into a cache directory (the host's /boot is never touched),
 //! and an initramfs holding busybox, the kernel modules device-mapper needs,
 //! lvm2 and the filesystem tools with their shared libraries, and the
 //! project's binaries.
@@ -373,7 +373,7 @@ fn which(name: &str) -> Result<PathBuf> {
 /// exit code on the console, powers off.
 fn init_script(modules: &[String]) -> String {
     let mut s = String::from(
-        "#!/usr/bin/busybox sh\n/usr/bin/busybox --install -s /bb\nexport PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bb HOME=/tmp\n\
+        "#!/usr/bin/busybox sh\n/usr/bin/busybox --install -s /bb\nexport PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bb HOME=/tmp DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1\n\
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\nmount -t tmpfs tmp /tmp\nmount -t tmpfs run /run\n\
          mkdir -p /run/lock/lvm /run/lvm /dev/mapper\n",
     );

@@ -79,7 +79,11 @@ fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, Stri
     std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
     let (ferrolvm, test_bins) = build(tests)?;
     let (kernel, moddir) = image::kernel(&cache)?;
-    let mut extra = vec![("/usr/local/bin/ferrolvm".to_string(), ferrolvm)];
+    // Also at its host path: test binaries find it through CARGO_BIN_EXE_ferrolvm.
+    let mut extra = vec![
+        ("/usr/local/bin/ferrolvm".to_string(), ferrolvm.clone()),
+        (ferrolvm.display().to_string(), ferrolvm),
+    ];
     for (name, exe) in test_bins {
         extra.push((format!("/usr/local/bin/{name}-tests"), exe));
     }
