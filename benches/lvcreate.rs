@@ -5,62 +5,15 @@
 //!
 //! `cargo bench --bench lvcreate [-- N]` (N operations per tool, default 200).
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use common::*;
 
 use ferrolvm_metadata::ops::{self, NewLv, NewPv};
 use ferrolvm_metadata::{Trailer, Uuid, Vg};
-
-struct Loop(PathBuf);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
-
-fn make_loop(dir: &std::path::Path, name: &str, mib: u64) -> Loop {
-    let f = dir.join(name);
-    std::fs::File::create(&f)
-        .unwrap()
-        .set_len(mib << 20)
-        .unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&f)
-        .output()
-        .expect("losetup");
-    assert!(out.status.success(), "losetup failed (needs root)");
-    Loop(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
-}
-
-fn run(cmd: &mut Command) -> Duration {
-    let t = Instant::now();
-    let out = cmd.output().expect("spawn");
-    let d = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
-}
-
-fn stats(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let median = ms(v[v.len() / 2]);
-    let p99 = ms(v[((v.len() as f64 * 0.99).ceil() as usize).min(v.len()) - 1]);
-    (median, p99)
-}
-
-fn lvm(devs: &str) -> Command {
-    let mut c = Command::new("lvm");
-    c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
-    let _ = devs;
-    c
-}
 
 fn big_vg(lvs: u32) -> Vg {
     let uuid = |n: u32| {
@@ -117,7 +70,7 @@ fn main() {
         &p(&a0),
         &p(&a1),
     ]));
-    run(lvm(&db).args([
+    run(lvm().args([
         "vgcreate",
         "--devices",
         &db,
@@ -142,7 +95,7 @@ fn main() {
             "4m",
             "bench-ferro",
         ])));
-        lc.push(run(lvm(&db).args([
+        lc.push(run(lvm().args([
             "lvcreate",
             "--devices",
             &db,
@@ -165,7 +118,7 @@ fn main() {
             &da,
             &format!("bench-ferro/{name}"),
         ])));
-        lr.push(run(lvm(&db).args([
+        lr.push(run(lvm().args([
             "lvremove",
             "--devices",
             &db,

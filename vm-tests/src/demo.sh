@@ -1,14 +1,47 @@
 #!/bin/sh
-# A walk through ferrolvm's main job inside the VM. Placeholder until activation lands.
+# ferrolvm's main job, step by step, inside a throwaway VM. Every step shows
+# what lvm2's own `lvs` says about what ferrolvm did.
 set -e
 step() { echo; echo "==> $*"; }
-step "Make two 256 MiB loop devices"
-truncate -s 256M /tmp/d0.img /tmp/d1.img
+show() { echo "--- lvs (stock lvm2):"; lvs -o lv_name,lv_attr,lv_size,segtype,devices demo; }
+
+step "Two 512 MiB loop devices stand in for disks"
+truncate -s 512M /tmp/d0.img /tmp/d1.img
 L0=$(losetup -f --show /tmp/d0.img); L1=$(losetup -f --show /tmp/d1.img)
 echo "$L0 $L1"
-step "ferrolvm vgcreate demo $L0 $L1"
+
+step "ferrolvm vgcreate demo $L0 $L1   (pvcreate happens implicitly)"
 ferrolvm vgcreate demo $L0 $L1
-step "ferrolvm lvcreate -an -n data -L 64m demo"
-ferrolvm lvcreate -an -n data -L 64m demo
-step "lvs (lvm2) sees it"
-lvs demo
+vgs demo
+
+step "ferrolvm lvcreate -n data -L 200m demo   (metadata commit, then device-mapper activation)"
+ferrolvm lvcreate -n data -L 200m demo
+show
+ls -l /dev/demo/data /dev/mapper/demo-data
+
+step "mkfs.ext4 and mount it"
+mkfs.ext4 -q /dev/demo/data
+mkdir -p /mnt/data && mount /dev/demo/data /mnt/data
+echo "hello from ferrolvm" > /mnt/data/hello.txt
+df -h /mnt/data | tail -1
+
+step "Grow it online: ferrolvm lvextend -L +200m demo/data, then resize2fs"
+ferrolvm lvextend -L +200m demo/data
+resize2fs /dev/demo/data >/dev/null 2>&1
+df -h /mnt/data | tail -1
+cat /mnt/data/hello.txt
+show
+
+step "A striped LV across both disks"
+ferrolvm lvcreate -n fast -i 2 -I 64k -L 128m demo
+dmsetup table demo-fast
+show
+
+step "Snapshots need thin provisioning, which is not in this build yet (issue #3)."
+
+step "Clean up: unmount, ferrolvm lvremove, ferrolvm vgremove"
+umount /mnt/data
+ferrolvm lvremove demo/data
+ferrolvm lvremove demo/fast
+ferrolvm vgremove demo
+echo "done"

@@ -29,6 +29,7 @@ pub const MODULES: &[&str] = &[
 
 /// Host tools placed in the guest, with their libraries.
 pub const TOOLS: &[&str] = &[
+    "bash",
     "lvm",
     "dmsetup",
     "thin_check",
@@ -383,7 +384,7 @@ fn init_script(modules: &[String]) -> String {
         ));
     }
     s.push_str("[ -c /dev/mapper/control ] || mknod /dev/mapper/control c 10 236\n");
-    s.push_str("echo 'vm-tests: guest ready'\ncd /tmp\n/bb/sh /payload.sh\nrc=$?\necho \"FERROLVM-VM-EXIT $rc\"\nsync\npoweroff -f\n");
+    s.push_str("echo 'vm-tests: guest ready'\ncd /tmp\n/usr/bin/sh /payload.sh\nrc=$?\necho \"FERROLVM-VM-EXIT $rc\"\nsync\npoweroff -f\n");
     s
 }
 
@@ -401,6 +402,8 @@ pub fn initramfs(
     for tool in TOOLS {
         t.add_binary(&which(tool)?)?;
     }
+    // Scripts get a real shell: busybox's prefers its applets to PATH.
+    t.add_link("/usr/bin/sh", "bash");
     for l in LVM_LINKS {
         t.add_link(&format!("/usr/sbin/{l}"), "lvm");
     }

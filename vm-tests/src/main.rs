@@ -6,6 +6,7 @@
 //!   tests), streamed, ending with `N passed, N failed`.
 //! - `run-script FILE`: FILE run by `/bin/sh` as root in the same kind of VM.
 //! - `demo`: a walk through the main job, step by step.
+//! - `bench [N]`: `benches/vm_activate.rs` in the VM (ferrolvm vs lvm2).
 
 mod cpio;
 mod image;
@@ -41,18 +42,17 @@ fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
     )?;
     let mut found = Vec::new();
     if !tests.is_empty() {
+        // Benchmarks build with `cargo bench`, which implies --release.
+        let bench = tests.iter().any(|t| t.ends_with("_activate"));
         let mut cmd = Command::new("cargo");
-        cmd.args([
-            "test",
-            "--release",
-            "-p",
-            "ferrolvm",
-            "--no-run",
-            "--message-format=json",
-        ])
-        .current_dir(&ws);
+        cmd.arg(if bench { "bench" } else { "test" });
+        if !bench {
+            cmd.arg("--release");
+        }
+        cmd.args(["-p", "ferrolvm", "--no-run", "--message-format=json"])
+            .current_dir(&ws);
         for t in tests {
-            cmd.args(["--test", t]);
+            cmd.args([if bench { "--bench" } else { "--test" }, t]);
         }
         let out = image::run(&mut cmd)?;
         for line in out.lines() {
@@ -148,6 +148,17 @@ fn main() -> ExitCode {
                 }),
             None => Err("usage: vm-tests run-script FILE".into()),
         },
+        Some("bench") => {
+            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
+            let payload = format!("/usr/local/bin/vm_activate-tests {n}\n");
+            boot(&payload, &["vm_activate"], true).and_then(|o| {
+                if o.code == Some(0) {
+                    Ok(())
+                } else {
+                    Err("the benchmark failed".into())
+                }
+            })
+        }
         Some("demo") => boot(DEMO, &[], true).and_then(|o| {
             if o.code == Some(0) {
                 Ok(())
@@ -155,7 +166,10 @@ fn main() -> ExitCode {
                 Err("the demo failed".into())
             }
         }),
-        _ => Err("usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo".into()),
+        _ => Err(
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N]"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

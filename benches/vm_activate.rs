@@ -1,0 +1,112 @@
+//! Benchmark inside the VM (not a test): create+activate and
+//! deactivate+remove of N linear LVs with ferrolvm and with lvm2, on two
+//! identical VGs, interleaved in one run. Run with
+//! `cargo run -p vm-tests -- bench`; it needs device-mapper.
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::*;
+use ferrolvm_metadata::ops::NewLv;
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100);
+    assert!(
+        std::fs::read_to_string("/proc/misc")
+            .unwrap_or_default()
+            .contains("device-mapper"),
+        "run inside the VM: cargo run -p vm-tests -- bench"
+    );
+    let ferro = env!("CARGO_BIN_EXE_ferrolvm");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        make_loop(dir.path(), "a", 2048),
+        make_loop(dir.path(), "b", 2048),
+    );
+    let (da, db) = (a.0.display().to_string(), b.0.display().to_string());
+    run(Command::new(ferro).args(["vgcreate", "--devices", &da, "bench-ferro", &da]));
+    run(lvm().args(["vgcreate", "--devices", &db, "bench-lvm", &db]));
+
+    let (mut fc, mut lc, mut fr, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fc.push(run(Command::new(ferro).args([
+            "lvcreate",
+            "--devices",
+            &da,
+            "-n",
+            &name,
+            "-L",
+            "4m",
+            "bench-ferro",
+        ])));
+        lc.push(run(lvm().args([
+            "lvcreate",
+            "--devices",
+            &db,
+            "-n",
+            &name,
+            "-L",
+            "4m",
+            "bench-lvm",
+        ])));
+    }
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fr.push(run(Command::new(ferro).args([
+            "lvremove",
+            "--devices",
+            &da,
+            &format!("bench-ferro/{name}"),
+        ])));
+        lr.push(run(lvm().args([
+            "lvremove",
+            "--devices",
+            &db,
+            "-f",
+            &format!("bench-lvm/{name}"),
+        ])));
+    }
+    // The node plugin's path: the same operations as library calls.
+    let host = ferrolvm::host::Host::load(Some(vec![a.0.clone()]));
+    let (mut ic, mut ir) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("in{i}");
+        let t = Instant::now();
+        ferrolvm::volumes::create(&host, "bench-ferro", true, |_, _| {
+            Ok(ferrolvm::volumes::LvSpec {
+                new: NewLv {
+                    name: name.clone(),
+                    id: ferrolvm::engine::random_uuid(),
+                    tags: vec![],
+                    creation_time: 1,
+                    creation_host: "vm".into(),
+                },
+                extents: 1,
+                stripes: 1,
+                stripe_size: None,
+                pvs: None,
+                zero: true,
+            })
+        })
+        .unwrap();
+        ic.push(t.elapsed());
+    }
+    for i in 0..n {
+        let t = Instant::now();
+        ferrolvm::volumes::remove(&host, "bench-ferro", &format!("in{i}"), false).unwrap();
+        ir.push(t.elapsed());
+    }
+    println!("| linear LVs ({n} each, interleaved, in the VM under TCG) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
+    println!("|---|---|---|---|---|---|");
+    row("create + activate (CLI)", fc, lc.clone());
+    row("deactivate + remove (CLI)", fr, lr.clone());
+    row("create + activate (in-process, node plugin path)", ic, lc);
+    row("deactivate + remove (in-process, node plugin path)", ir, lr);
+    run(Command::new(ferro).args(["vgremove", "--devices", &da, "-f", "bench-ferro"]));
+}
