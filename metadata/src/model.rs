@@ -859,7 +859,16 @@ impl Segment {
                 }
             }
         }
-        Ok((seg, false))
+        let understood = match &seg.thin {
+            Some(ThinSegment::Pool { .. }) => keys_within(nodes, THIN_POOL_KEYS, true),
+            Some(ThinSegment::Thin {
+                external_origin: None,
+                ..
+            }) => keys_within(nodes, THIN_KEYS, false),
+            _ => false,
+        };
+        let understood = understood && seg.tags.is_empty();
+        Ok((seg, understood))
     }
 }
 
@@ -938,6 +947,37 @@ impl ThinSegment {
             _ => Ok(None),
         }
     }
+}
+
+const THIN_POOL_KEYS: &[&str] = &[
+    "start_extent",
+    "extent_count",
+    "type",
+    "metadata",
+    "pool",
+    "transaction_id",
+    "chunk_size",
+    "discards",
+    "zero_new_blocks",
+];
+const THIN_KEYS: &[&str] = &[
+    "start_extent",
+    "extent_count",
+    "type",
+    "thin_pool",
+    "transaction_id",
+    "device_id",
+    "origin",
+];
+
+/// Whether a segment holds only `known` keys (and, for pools, `messageN` sections),
+/// with a plain type (no `+FLAG` suffix).
+fn keys_within(nodes: &[Node], known: &[&str], messages: bool) -> bool {
+    nodes.iter().all(|n| match &n.value {
+        NodeValue::Section(_) => messages && n.key.starts_with("message"),
+        NodeValue::Value(Value::Str(t)) if n.key == "type" => !t.contains('+'),
+        NodeValue::Value(_) => known.contains(&n.key.as_str()),
+    })
 }
 
 fn area_pairs(items: &[Value]) -> Option<Vec<Area>> {
@@ -1184,7 +1224,10 @@ impl Lv {
         s.int("segment_count", self.segments.len());
         s.nl();
         for (i, seg) in self.segments.iter().enumerate() {
-            seg.write_striped(s.out, i + 1);
+            match &seg.thin {
+                Some(t) => seg.write_thin(s.out, i + 1, t),
+                None => seg.write_striped(s.out, i + 1),
+            }
         }
         s.finish();
         out.push_str("}\n");
@@ -1192,6 +1235,74 @@ impl Lv {
 }
 
 impl Segment {
+    /// thin-pool and thin segments, in lvm2 2.03's raw layout.
+    fn write_thin(&self, out: &mut String, index: usize, t: &ThinSegment) {
+        out.push_str(&format!(
+            "segment{index} {{\nstart_extent = {}\nextent_count = {}\n\n",
+            self.start_extent, self.extent_count
+        ));
+        let q = |o: &mut String, k: &str, v: &str| {
+            o.push_str(k);
+            o.push_str(" = ");
+            config::write_str(o, v);
+            o.push('\n');
+        };
+        match t {
+            ThinSegment::Pool {
+                metadata,
+                pool,
+                transaction_id,
+                chunk_size,
+                discards,
+                zero_new_blocks,
+                messages,
+            } => {
+                q(out, "type", "thin-pool");
+                q(out, "metadata", metadata);
+                q(out, "pool", pool);
+                out.push_str(&format!(
+                    "transaction_id = {transaction_id}\nchunk_size = {chunk_size}\n"
+                ));
+                if let Some(d) = discards {
+                    q(out, "discards", d);
+                }
+                if *zero_new_blocks {
+                    out.push_str("zero_new_blocks = 1\n");
+                }
+                if !messages.is_empty() {
+                    out.push('\n');
+                }
+                for (i, m) in messages.iter().enumerate() {
+                    out.push_str(&format!("message{} {{\n", i + 1));
+                    match m {
+                        ThinMessage::Create { lv } => q(out, "create", lv),
+                        ThinMessage::Delete { device_id } => {
+                            out.push_str(&format!("delete = {device_id}\n"))
+                        }
+                    }
+                    out.push_str("}\n");
+                }
+            }
+            ThinSegment::Thin {
+                thin_pool,
+                transaction_id,
+                device_id,
+                origin,
+                ..
+            } => {
+                q(out, "type", "thin");
+                q(out, "thin_pool", thin_pool);
+                out.push_str(&format!(
+                    "transaction_id = {transaction_id}\ndevice_id = {device_id}\n"
+                ));
+                if let Some(o) = origin {
+                    q(out, "origin", o);
+                }
+            }
+        }
+        out.push_str("}\n");
+    }
+
     fn write_striped(&self, out: &mut String, index: usize) {
         out.push_str(&format!(
             "segment{index} {{\nstart_extent = {}\nextent_count = {}\n\ntype = \"striped\"\n",

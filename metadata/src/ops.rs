@@ -2,7 +2,7 @@
 //! untouched when it fails. Seqno, text and writes are the commit planner's job.
 
 use crate::alloc::{self, Request};
-use crate::model::{Lv, Pv, Vg};
+use crate::model::{Lv, Pv, Segment, ThinMessage, ThinSegment, Vg};
 use crate::{names, Error, Uuid};
 
 /// A PV joining a VG, as its label describes it.
@@ -212,6 +212,9 @@ fn extend_lv_inner(
     new_extents: u32,
     pvs: Option<&[String]>,
 ) -> Result<(), Error> {
+    if let Some(done) = thin_resize(vg, name, new_extents, true)? {
+        return Ok(done);
+    }
     let snapshot = vg.clone();
     let lv = managed_lv(vg, name)?;
     let cur = lv.extent_count();
@@ -244,6 +247,9 @@ fn extend_lv_inner(
 }
 
 fn reduce_lv_inner(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Error> {
+    if let Some(done) = thin_resize(vg, name, new_extents, false)? {
+        return Ok(done);
+    }
     let lv = managed_lv(vg, name)?;
     let cur = lv.extent_count();
     if new_extents >= cur || new_extents == 0 {
@@ -274,6 +280,12 @@ fn reduce_lv_inner(vg: &mut Vg, name: &str, new_extents: u32) -> Result<(), Erro
 }
 
 fn remove_lv_inner(vg: &mut Vg, name: &str) -> Result<(), Error> {
+    match kind(vg, name)? {
+        Kind::Thin => return remove_thin(vg, name),
+        Kind::Pool => return remove_thin_pool(vg, name),
+        Kind::Internal => return Err(internal(vg, name)),
+        Kind::Plain => {}
+    }
     managed_lv(vg, name)?;
     vg.lvs.retain(|l| l.name != name);
     Ok(())
@@ -286,6 +298,38 @@ fn rename_lv_inner(vg: &mut Vg, old: &str, new: &str) -> Result<(), Error> {
             "logical volume {}/{new} already exists",
             vg.name
         )));
+    }
+    match kind(vg, old)? {
+        Kind::Pool => {
+            return Err(Error::Request(format!(
+                "renaming thin pools is not supported; {}/{old} keeps its name",
+                vg.name
+            )))
+        }
+        Kind::Internal => return Err(internal(vg, old)),
+        Kind::Thin => {
+            // Snapshots name their origin, and a queued create names the LV.
+            for lv in vg.lvs.iter_mut() {
+                for seg in lv.segments.iter_mut() {
+                    match &mut seg.thin {
+                        Some(ThinSegment::Thin {
+                            origin: Some(o), ..
+                        }) if o == old => *o = new.to_string(),
+                        Some(ThinSegment::Pool { messages, .. }) => {
+                            for m in messages.iter_mut() {
+                                if let ThinMessage::Create { lv } = m {
+                                    if lv == old {
+                                        *lv = new.to_string();
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Kind::Plain => {}
     }
     managed_lv(vg, old)?.name = new.to_string();
     Ok(())
@@ -358,4 +402,472 @@ pub fn add_lv_tags(vg: &mut Vg, name: &str, tags: &[String]) -> Result<(), Error
 /// Adds PVs (vgextend).
 pub fn add_pvs(vg: &mut Vg, pvs: &[NewPv]) -> Result<(), Error> {
     transact(vg, |v| add_pvs_inner(v, pvs))
+}
+
+// ---------------------------------------------------------------------------
+// Thin provisioning, with lvm2's layout and transaction protocol: every
+// change to a pool's thin devices bumps the pool's transaction_id and queues
+// a message; the caller commits, has the kernel apply the messages, and
+// commits again with them cleared (`clear_thin_messages`).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Pool,
+    Thin,
+    /// Hidden sub-LVs (`_tdata`, `_tmeta`, `lvol0_pmspare`): never changed directly.
+    Internal,
+}
+
+fn kind(vg: &Vg, name: &str) -> Result<Kind, Error> {
+    let lv = vg
+        .lv(name)
+        .ok_or_else(|| Error::Request(format!("logical volume {}/{name} not found", vg.name)))?;
+    Ok(match lv.segments.first().and_then(|s| s.thin.as_ref()) {
+        Some(ThinSegment::Pool { .. }) => Kind::Pool,
+        Some(ThinSegment::Thin { .. }) => Kind::Thin,
+        None if !lv.visible() => Kind::Internal,
+        None => Kind::Plain,
+    })
+}
+
+fn internal(vg: &Vg, name: &str) -> Error {
+    Error::Request(format!(
+        "{}/{name} is an internal LV of a thin pool; change the pool instead",
+        vg.name
+    ))
+}
+
+/// Thin LVs resize by their virtual size alone; pools cannot be resized yet.
+fn thin_resize(vg: &mut Vg, name: &str, extents: u32, grow: bool) -> Result<Option<()>, Error> {
+    match kind(vg, name)? {
+        Kind::Plain => Ok(None),
+        Kind::Internal => Err(internal(vg, name)),
+        Kind::Pool => Err(Error::Request(format!(
+            "resizing thin pool {}/{name} is not supported yet",
+            vg.name
+        ))),
+        Kind::Thin => {
+            let lv = managed_lv(vg, name)?;
+            let cur = lv.extent_count();
+            if extents == 0 || (grow && extents <= cur) || (!grow && extents >= cur) {
+                return Err(Error::Request(format!(
+                    "new size ({extents} extents) does not {} the current {cur}",
+                    if grow { "exceed" } else { "undercut" }
+                )));
+            }
+            lv.segments[0].extent_count = extents;
+            Ok(Some(()))
+        }
+    }
+}
+
+/// How a new thin pool is laid out.
+#[derive(Debug, Clone)]
+pub struct NewPool {
+    pub lv: NewLv,
+    /// Extents of the data LV (the pool's size).
+    pub data_extents: u32,
+    /// Extents of the metadata LV.
+    pub meta_extents: u32,
+    /// Sectors; a multiple of 128 (64 KiB).
+    pub chunk_size: u32,
+    pub zero_new_blocks: bool,
+    pub discards: Option<String>,
+    pub tdata_id: Uuid,
+    pub tmeta_id: Uuid,
+    pub spare_id: Uuid,
+}
+
+/// Metadata LV size lvm2 chooses: 64 bytes per data chunk, at least 2 MiB,
+/// in whole extents.
+pub fn thin_metadata_extents(data_extents: u32, extent_size: u32, chunk_size: u32) -> u32 {
+    let data_sectors = data_extents as u64 * extent_size as u64;
+    let bytes = (data_sectors / chunk_size.max(1) as u64 * 64).max(2 << 20);
+    (bytes.div_ceil(512).div_ceil(extent_size as u64)) as u32
+}
+
+fn hidden_lv(
+    name: String,
+    id: Uuid,
+    extents: u32,
+    segments: Vec<Segment>,
+    creation_time: u64,
+    host: &str,
+) -> Lv {
+    let _ = extents;
+    Lv {
+        name,
+        id,
+        status: vec!["READ".into(), "WRITE".into()],
+        flags: vec![],
+        tags: vec![],
+        creation_time: Some(creation_time),
+        creation_host: Some(host.to_string()),
+        allocation_policy: None,
+        read_ahead: None,
+        major: None,
+        minor: None,
+        segments,
+        verbatim: None,
+        extras: vec![],
+    }
+}
+
+const SPARE: &str = "lvol0_pmspare";
+
+fn create_thin_pool_inner(vg: &mut Vg, p: NewPool, pvs: Option<&[String]>) -> Result<(), Error> {
+    let name = p.lv.name.clone();
+    names::check_lv_name(&name)?;
+    if p.chunk_size < 128 || p.chunk_size % 128 != 0 || p.chunk_size > 2_097_152 {
+        return Err(Error::Request(format!("thin pool chunk size of {} sectors must be a multiple of 64 KiB between 64 KiB and 1 GiB", p.chunk_size)));
+    }
+    for n in [
+        name.clone(),
+        format!("{name}_tdata"),
+        format!("{name}_tmeta"),
+    ] {
+        if vg.lv(&n).is_some() {
+            return Err(Error::Request(format!(
+                "logical volume {}/{n} already exists",
+                vg.name
+            )));
+        }
+    }
+    let req = |extents| Request {
+        extents,
+        stripes: 1,
+        stripe_size: None,
+        pvs,
+    };
+    let (time, host) = (p.lv.creation_time, p.lv.creation_host.clone());
+    // Like lvm2: the metadata spare first (as large as the largest metadata LV), then data, then metadata.
+    let spare_len = vg.lv(SPARE).map(|l| l.extent_count());
+    match spare_len {
+        None => {
+            let segs = alloc::allocate(vg, &req(p.meta_extents), 0, None)?;
+            vg.lvs.push(hidden_lv(
+                SPARE.into(),
+                p.spare_id,
+                p.meta_extents,
+                segs,
+                time,
+                &host,
+            ));
+        }
+        Some(n) if n < p.meta_extents => extend_lv_plain(vg, SPARE, p.meta_extents, pvs)?,
+        Some(_) => {}
+    }
+    let tdata = alloc::allocate(vg, &req(p.data_extents), 0, None)?;
+    vg.lvs.push(hidden_lv(
+        format!("{name}_tdata"),
+        p.tdata_id,
+        p.data_extents,
+        tdata,
+        time,
+        &host,
+    ));
+    let tmeta = alloc::allocate(vg, &req(p.meta_extents), 0, None)?;
+    let tdata_lv = vg.lvs.pop().expect("just pushed");
+    vg.lvs.push(hidden_lv(
+        format!("{name}_tmeta"),
+        p.tmeta_id,
+        p.meta_extents,
+        tmeta,
+        time,
+        &host,
+    ));
+    vg.lvs.push(tdata_lv);
+    let pool = Lv {
+        name: name.clone(),
+        id: p.lv.id,
+        status: vec!["READ".into(), "WRITE".into(), "VISIBLE".into()],
+        flags: vec![],
+        tags: p.lv.tags,
+        creation_time: Some(time),
+        creation_host: Some(host),
+        allocation_policy: None,
+        read_ahead: None,
+        major: None,
+        minor: None,
+        segments: vec![Segment {
+            start_extent: 0,
+            extent_count: p.data_extents,
+            segtype: "thin-pool".into(),
+            stripe_size: None,
+            areas: vec![],
+            tags: vec![],
+            fields: vec![],
+            thin: Some(ThinSegment::Pool {
+                metadata: format!("{name}_tmeta"),
+                pool: format!("{name}_tdata"),
+                transaction_id: 0,
+                chunk_size: p.chunk_size,
+                discards: p.discards,
+                zero_new_blocks: p.zero_new_blocks,
+                messages: vec![],
+            }),
+        }],
+        verbatim: None,
+        extras: vec![],
+    };
+    let at = vg
+        .lvs
+        .iter()
+        .rposition(|l| l.visible())
+        .map_or(0, |i| i + 1);
+    vg.lvs.insert(at, pool);
+    Ok(())
+}
+
+fn extend_lv_plain(
+    vg: &mut Vg,
+    name: &str,
+    extents: u32,
+    pvs: Option<&[String]>,
+) -> Result<(), Error> {
+    let snapshot = vg.clone();
+    let lv = vg
+        .lv(name)
+        .ok_or_else(|| Error::Request(format!("{name} not found")))?;
+    let cur = lv.extent_count();
+    let last = lv.segments.last().cloned();
+    let segs = alloc::allocate(
+        &snapshot,
+        &Request {
+            extents: extents - cur,
+            stripes: 1,
+            stripe_size: None,
+            pvs,
+        },
+        cur,
+        last.as_ref(),
+    )?;
+    let lv = vg.lv_mut(name).expect("exists");
+    let mut all = std::mem::take(&mut lv.segments);
+    all.extend(segs);
+    lv.segments = alloc::merge_adjacent(all);
+    Ok(())
+}
+
+fn pool_mut<'a>(vg: &'a mut Vg, pool: &str) -> Result<&'a mut ThinSegment, Error> {
+    let vgname = vg.name.clone();
+    let lv = vg
+        .lv_mut(pool)
+        .ok_or_else(|| Error::Request(format!("thin pool {vgname}/{pool} not found")))?;
+    match lv.segments.first_mut().and_then(|s| s.thin.as_mut()) {
+        Some(t @ ThinSegment::Pool { .. }) => Ok(t),
+        _ => Err(Error::Request(format!(
+            "{vgname}/{pool} is not a thin pool"
+        ))),
+    }
+}
+
+/// Pending messages of a pool: the caller must have the kernel apply them
+/// before queuing more, as lvm2 does.
+pub fn pending_thin_messages(vg: &Vg, pool: &str) -> Vec<ThinMessage> {
+    match vg
+        .lv(pool)
+        .and_then(|l| l.segments.first())
+        .and_then(|s| s.thin.as_ref())
+    {
+        Some(ThinSegment::Pool { messages, .. }) => messages.clone(),
+        _ => vec![],
+    }
+}
+
+fn queue(vg: &mut Vg, pool: &str, msg: ThinMessage) -> Result<u64, Error> {
+    let vgname = vg.name.clone();
+    let ThinSegment::Pool {
+        transaction_id,
+        messages,
+        ..
+    } = pool_mut(vg, pool)?
+    else {
+        unreachable!("pool_mut returns pools")
+    };
+    if !messages.is_empty() {
+        return Err(Error::Request(format!("thin pool {vgname}/{pool} has messages the kernel has not applied yet; activate the pool first")));
+    }
+    let before = *transaction_id;
+    *transaction_id += 1;
+    messages.push(msg);
+    Ok(before)
+}
+
+/// Thin LVs of `pool`, with their device ids.
+pub fn thin_lvs<'a>(vg: &'a Vg, pool: &str) -> Vec<(&'a Lv, u32)> {
+    vg.lvs
+        .iter()
+        .filter_map(|l| match l.segments.first().and_then(|s| s.thin.as_ref()) {
+            Some(ThinSegment::Thin {
+                thin_pool,
+                device_id,
+                ..
+            }) if thin_pool == pool => Some((l, *device_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn create_thin_inner(
+    vg: &mut Vg,
+    pool: &str,
+    new: NewLv,
+    extents: u32,
+    origin: Option<&str>,
+) -> Result<(), Error> {
+    names::check_lv_name(&new.name)?;
+    if vg.lv(&new.name).is_some() || vg.historical_names.contains(&new.name) {
+        return Err(Error::Request(format!(
+            "logical volume {}/{} already exists",
+            vg.name, new.name
+        )));
+    }
+    let (extents, flags) = match origin {
+        Some(o) => {
+            let (ol, _) = thin_lvs(vg, pool)
+                .into_iter()
+                .find(|(l, _)| l.name == o)
+                .ok_or_else(|| Error::Request(format!("{o} is not a thin LV in pool {pool}")))?;
+            // lvm2 skips thin snapshots on activation unless asked (-K).
+            (ol.extent_count(), vec!["ACTIVATION_SKIP".to_string()])
+        }
+        None => (extents, vec![]),
+    };
+    if extents == 0 {
+        return Err(Error::Request("a thin LV needs a virtual size".into()));
+    }
+    let device_id = thin_lvs(vg, pool)
+        .iter()
+        .map(|(_, id)| *id)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    if device_id >= 1 << 24 {
+        return Err(Error::Request(format!(
+            "thin pool {pool} has run out of device ids"
+        )));
+    }
+    let transaction_id = queue(
+        vg,
+        pool,
+        ThinMessage::Create {
+            lv: new.name.clone(),
+        },
+    )?;
+    let lv = Lv {
+        name: new.name,
+        id: new.id,
+        status: vec!["READ".into(), "WRITE".into(), "VISIBLE".into()],
+        flags,
+        tags: new.tags,
+        creation_time: Some(new.creation_time),
+        creation_host: Some(new.creation_host),
+        allocation_policy: None,
+        read_ahead: None,
+        major: None,
+        minor: None,
+        segments: vec![Segment {
+            start_extent: 0,
+            extent_count: extents,
+            segtype: "thin".into(),
+            stripe_size: None,
+            areas: vec![],
+            tags: vec![],
+            fields: vec![],
+            thin: Some(ThinSegment::Thin {
+                thin_pool: pool.to_string(),
+                transaction_id,
+                device_id,
+                origin: origin.map(str::to_string),
+                external_origin: None,
+            }),
+        }],
+        verbatim: None,
+        extras: vec![],
+    };
+    let at = vg
+        .lvs
+        .iter()
+        .rposition(|l| l.visible())
+        .map_or(0, |i| i + 1);
+    vg.lvs.insert(at, lv);
+    Ok(())
+}
+
+fn remove_thin(vg: &mut Vg, name: &str) -> Result<(), Error> {
+    let lv = vg.lv(name).expect("kind() found it");
+    let Some(ThinSegment::Thin {
+        thin_pool,
+        device_id,
+        ..
+    }) = lv.segments[0].thin.clone()
+    else {
+        unreachable!("kind() said thin")
+    };
+    queue(vg, &thin_pool, ThinMessage::Delete { device_id })?;
+    // Snapshots of it become plain thin LVs, as in lvm2.
+    for l in vg.lvs.iter_mut() {
+        if let Some(ThinSegment::Thin { origin, .. }) =
+            l.segments.first_mut().and_then(|s| s.thin.as_mut())
+        {
+            if origin.as_deref() == Some(name) {
+                *origin = None;
+            }
+        }
+    }
+    vg.lvs.retain(|l| l.name != name);
+    Ok(())
+}
+
+fn remove_thin_pool(vg: &mut Vg, name: &str) -> Result<(), Error> {
+    let thins = thin_lvs(vg, name);
+    if !thins.is_empty() {
+        return Err(Error::Request(format!(
+            "thin pool {}/{name} still holds {} thin LV(s); remove them first",
+            vg.name,
+            thins.len()
+        )));
+    }
+    let (tdata, tmeta) = (format!("{name}_tdata"), format!("{name}_tmeta"));
+    vg.lvs
+        .retain(|l| l.name != name && l.name != tdata && l.name != tmeta);
+    // The spare goes with the last pool.
+    if !vg.lvs.iter().any(|l| {
+        matches!(
+            l.segments.first().and_then(|s| s.thin.as_ref()),
+            Some(ThinSegment::Pool { .. })
+        )
+    }) {
+        vg.lvs.retain(|l| l.name != SPARE);
+    }
+    Ok(())
+}
+
+/// A thin pool with its data, metadata and (if needed) spare LVs.
+pub fn create_thin_pool(vg: &mut Vg, p: NewPool, pvs: Option<&[String]>) -> Result<(), Error> {
+    transact(vg, |v| create_thin_pool_inner(v, p, pvs))
+}
+
+/// A thin LV of `extents` virtual extents, or a snapshot of `origin` (same
+/// size); queues the pool's `create` message.
+pub fn create_thin(
+    vg: &mut Vg,
+    pool: &str,
+    new: NewLv,
+    extents: u32,
+    origin: Option<&str>,
+) -> Result<(), Error> {
+    transact(vg, |v| create_thin_inner(v, pool, new, extents, origin))
+}
+
+/// Drops a pool's queued messages once the kernel has applied them.
+pub fn clear_thin_messages(vg: &mut Vg, pool: &str) -> Result<(), Error> {
+    transact(vg, |v| {
+        if let ThinSegment::Pool { messages, .. } = pool_mut(v, pool)? {
+            messages.clear();
+        }
+        Ok(())
+    })
 }
