@@ -211,7 +211,7 @@ impl Dm {
                 if udev_running() {
                     Ok(())
                 } else {
-                    create_nodes(vg, lv, &name, info.device())
+                    create_nodes(vg, lv, &name, info.device(), lv.visible())
                 }
             });
         if let Err(cause) = loaded {
@@ -291,11 +291,21 @@ impl Dm {
     }
 }
 
+fn is_eexist(e: &ActivateError) -> bool {
+    match e {
+        ActivateError::Dm {
+            source: devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)),
+            ..
+        } => **errno == nix::errno::Errno::EEXIST,
+        _ => false,
+    }
+}
+
 pub fn mapper_path(name: &str) -> PathBuf {
     Path::new("/dev/mapper").join(name)
 }
 
-fn create_nodes(vg: &Vg, lv: &Lv, name: &str, dev: Device) -> Result<()> {
+fn create_nodes(vg: &Vg, lv: &Lv, name: &str, dev: Device, link: bool) -> Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let node = mapper_path(name);
     let err = |what: &'static str, p: &Path| {
@@ -319,7 +329,7 @@ fn create_nodes(vg: &Vg, lv: &Lv, name: &str, dev: Device) -> Result<()> {
         makedev(dev.major as u64, dev.minor as u64),
     )
     .map_err(err("mknod", &node))?;
-    if lv.visible() {
+    if link {
         let dir = Path::new("/dev").join(&vg.name);
         std::fs::create_dir_all(&dir).map_err(|source| ActivateError::Node {
             what: "mkdir",
@@ -376,5 +386,426 @@ mod tests {
             dm_name("my-vg", "pool0", Some("_tdata")),
             "my--vg-pool0_tdata"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thin pools: `vg-pool_tmeta` (-tmeta) and `vg-pool_tdata` (-tdata) hold the
+// pool's LVs, `vg-pool-tpool` (-tpool) the thin-pool target, and the public
+// `vg-pool` (-pool) a read-only linear map of it, exactly as lvm2 builds them.
+
+use ferrolvm_metadata::{ThinMessage, ThinSegment};
+
+/// A thin pool's `dmsetup status` fields ferrolvm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub transaction_id: u64,
+    /// Used and total metadata blocks.
+    pub metadata: (u64, u64),
+    /// Used and total data blocks.
+    pub data: (u64, u64),
+}
+
+fn pool_segment(vg: &Vg, pool: &str) -> Result<(Lv, ThinSegment)> {
+    let lv = vg
+        .lv(pool)
+        .ok_or_else(|| ActivateError::Layout(format!("thin pool {}/{pool} not found", vg.name)))?;
+    match lv.segments.first().and_then(|s| s.thin.clone()) {
+        Some(t @ ThinSegment::Pool { .. }) => Ok((lv.clone(), t)),
+        _ => Err(ActivateError::Layout(format!(
+            "{}/{pool} is not a thin pool",
+            vg.name
+        ))),
+    }
+}
+
+impl Dm {
+    /// Activates one device if absent and returns its device number.
+    fn ensure(
+        &self,
+        vg: &Vg,
+        lv: &Lv,
+        layer: Option<&str>,
+        suffix: Option<&str>,
+        table: &[TableLine],
+        readonly: bool,
+    ) -> Result<Device> {
+        let uuid = dm_uuid(vg, lv, suffix);
+        if let Some(info) = self.info(&uuid) {
+            return Ok(info.device());
+        }
+        let name = dm_name(&vg.name, &lv.name, layer);
+        let dname = DmName::new(&name).map_err(dm_err("name", &name))?;
+        let duuid = DmUuid::new(&uuid).map_err(dm_err("uuid", &name))?;
+        let flags = if readonly {
+            DmFlags::DM_READONLY
+        } else {
+            DmFlags::empty()
+        };
+        let info = self
+            .dm
+            .device_create(dname, Some(duuid), DmOptions::default().set_flags(flags))
+            .map_err(dm_err("create", &name))?;
+        let id = DevId::Name(dname);
+        let loaded = self
+            .dm
+            .table_load(&id, table, DmOptions::default().set_flags(flags))
+            .map_err(dm_err("table load", &name))
+            .and_then(|_| {
+                self.dm
+                    .device_suspend(&id, DmOptions::default())
+                    .map_err(dm_err("resume", &name))
+            })
+            .and_then(|_| {
+                if udev_running() {
+                    Ok(())
+                } else {
+                    create_nodes(
+                        vg,
+                        lv,
+                        &name,
+                        info.device(),
+                        layer.is_none() && lv.visible(),
+                    )
+                }
+            });
+        if let Err(cause) = loaded {
+            if let Err(rollback) = self
+                .dm
+                .device_remove(&id, DmOptions::default())
+                .map_err(dm_err("remove", &name))
+            {
+                return Err(ActivateError::Rollback {
+                    cause: Box::new(cause),
+                    rollback: Box::new(rollback),
+                });
+            }
+            return Err(cause);
+        }
+        Ok(info.device())
+    }
+
+    fn remove_by_uuid(&self, vg: &Vg, lv: &Lv, suffix: Option<&str>) -> Result<()> {
+        let uuid = dm_uuid(vg, lv, suffix);
+        let Some(info) = self.info(&uuid) else {
+            return Ok(());
+        };
+        let name = info.name().map(|n| n.to_string()).unwrap_or_default();
+        if info.open_count() > 0 {
+            return Err(ActivateError::Busy(name, info.open_count()));
+        }
+        let u = DmUuid::new(&uuid).map_err(dm_err("uuid", &name))?;
+        self.dm
+            .device_remove(&DevId::Uuid(u), DmOptions::default())
+            .map_err(dm_err("remove", &name))?;
+        if !udev_running() {
+            let _ = std::fs::remove_file(mapper_path(&name));
+        }
+        Ok(())
+    }
+
+    /// Activates a pool's devices; returns the `-tpool` device.
+    pub fn activate_pool(
+        &self,
+        vg: &Vg,
+        pool: &str,
+        pvs: &[(String, Device, u64)],
+    ) -> Result<Device> {
+        let (pool_lv, seg) = pool_segment(vg, pool)?;
+        let ThinSegment::Pool {
+            metadata,
+            pool: data,
+            chunk_size,
+            discards,
+            zero_new_blocks,
+            ..
+        } = seg
+        else {
+            unreachable!()
+        };
+        let lv_of = |n: &str| {
+            vg.lv(n)
+                .cloned()
+                .ok_or_else(|| ActivateError::Layout(format!("{}/{n} is missing", vg.name)))
+        };
+        let (tmeta, tdata) = (lv_of(&metadata)?, lv_of(&data)?);
+        let meta_dev = self.ensure(
+            vg,
+            &tmeta,
+            None,
+            Some("tmeta"),
+            &striped_table(vg, &tmeta, pvs)?,
+            false,
+        )?;
+        let data_dev = self.ensure(
+            vg,
+            &tdata,
+            None,
+            Some("tdata"),
+            &striped_table(vg, &tdata, pvs)?,
+            false,
+        )?;
+        let len = pool_lv.extent_count() as u64 * vg.extent_size as u64;
+        let mut feats = Vec::new();
+        if !zero_new_blocks {
+            feats.push("skip_block_zeroing");
+        }
+        match discards.as_deref() {
+            Some("ignore") | None => feats.push("ignore_discard"),
+            Some("nopassdown") => feats.push("no_discard_passdown"),
+            _ => {}
+        }
+        if pool_lv.flags.iter().any(|f| f == "ERROR_WHEN_FULL") {
+            feats.push("error_if_no_space");
+        }
+        let mut params = format!(
+            "{}:{} {}:{} {chunk_size} 0 {}",
+            meta_dev.major,
+            meta_dev.minor,
+            data_dev.major,
+            data_dev.minor,
+            feats.len()
+        );
+        for f in feats {
+            params.push(' ');
+            params.push_str(f);
+        }
+        let tpool = self.ensure(
+            vg,
+            &pool_lv,
+            Some("tpool"),
+            Some("tpool"),
+            &[(0, len, "thin-pool".into(), params)],
+            false,
+        )?;
+        let public = format!("{}:{} 0", tpool.major, tpool.minor);
+        self.ensure(
+            vg,
+            &pool_lv,
+            None,
+            Some("pool"),
+            &[(0, len, "linear".into(), public)],
+            true,
+        )?;
+        Ok(tpool)
+    }
+
+    /// The kernel's view of an active pool (`None` when it is not active).
+    pub fn pool_status(&self, vg: &Vg, pool: &str) -> Result<Option<PoolStatus>> {
+        let (lv, _) = pool_segment(vg, pool)?;
+        let uuid = dm_uuid(vg, &lv, Some("tpool"));
+        let Ok(u) = DmUuid::new(&uuid) else {
+            return Ok(None);
+        };
+        let Ok((_, lines)) = self.dm.table_status(&DevId::Uuid(u), DmOptions::default()) else {
+            return Ok(None);
+        };
+        let Some((_, _, _, status)) = lines.first() else {
+            return Ok(None);
+        };
+        let f: Vec<&str> = status.split_whitespace().collect();
+        let frac = |s: &str| -> Option<(u64, u64)> {
+            s.split_once('/')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        };
+        match (
+            f.first().and_then(|t| t.parse().ok()),
+            f.get(1).and_then(|s| frac(s)),
+            f.get(2).and_then(|s| frac(s)),
+        ) {
+            (Some(transaction_id), Some(metadata), Some(data)) => Ok(Some(PoolStatus {
+                transaction_id,
+                metadata,
+                data,
+            })),
+            _ => Err(ActivateError::Layout(format!(
+                "unexpected thin-pool status for {}/{pool}: {status}",
+                vg.name
+            ))),
+        }
+    }
+
+    fn message(&self, vg: &Vg, pool: &Lv, msg: &str) -> Result<()> {
+        let uuid = dm_uuid(vg, pool, Some("tpool"));
+        let u = DmUuid::new(&uuid).map_err(dm_err("uuid", &pool.name))?;
+        self.dm
+            .target_msg(&DevId::Uuid(u), Some(0), msg)
+            .map(|_| ())
+            .map_err(|source| ActivateError::Dm {
+                op: "message",
+                name: format!("{}/{} ({msg})", vg.name, pool.name),
+                source,
+            })
+    }
+
+    /// Brings the kernel pool to the metadata's transaction id, replaying
+    /// queued messages (lvm2's protocol). Returns whether messages were sent.
+    pub fn sync_pool(&self, vg: &Vg, pool: &str) -> Result<bool> {
+        let (pool_lv, seg) = pool_segment(vg, pool)?;
+        let ThinSegment::Pool {
+            transaction_id,
+            messages,
+            ..
+        } = seg
+        else {
+            unreachable!()
+        };
+        let Some(PoolStatus {
+            transaction_id: kernel,
+            ..
+        }) = self.pool_status(vg, pool)?
+        else {
+            return Err(ActivateError::Layout(format!(
+                "thin pool {}/{pool} is not active",
+                vg.name
+            )));
+        };
+        if kernel == transaction_id {
+            return Ok(false);
+        }
+        if kernel + 1 != transaction_id || messages.is_empty() {
+            return Err(ActivateError::Layout(format!(
+                "thin pool {}/{pool} transaction_id is {kernel}, while expected {transaction_id}",
+                vg.name
+            )));
+        }
+        for m in &messages {
+            match m {
+                ThinMessage::Create { lv } => {
+                    let thin = vg.lv(lv).ok_or_else(|| {
+                        ActivateError::Layout(format!("queued create names missing LV {lv}"))
+                    })?;
+                    let Some(ThinSegment::Thin {
+                        device_id, origin, ..
+                    }) = thin.segments.first().and_then(|s| s.thin.clone())
+                    else {
+                        return Err(ActivateError::Layout(format!(
+                            "queued create names {lv}, which is not thin"
+                        )));
+                    };
+                    let create = |dm: &Dm| -> Result<()> {
+                        match &origin {
+                            None => dm.message(vg, &pool_lv, &format!("create_thin {device_id}")),
+                            Some(o) => {
+                                let olv = vg.lv(o).ok_or_else(|| {
+                                    ActivateError::Layout(format!("origin {o} is missing"))
+                                })?;
+                                let Some(ThinSegment::Thin { device_id: oid, .. }) =
+                                    olv.segments.first().and_then(|s| s.thin.clone())
+                                else {
+                                    return Err(ActivateError::Layout(format!(
+                                        "origin {o} is not thin"
+                                    )));
+                                };
+                                // The origin must not change while the snapshot is taken.
+                                let active = dm.info(&dm_uuid(vg, olv, None)).is_some();
+                                let ouuid = dm_uuid(vg, olv, None);
+                                let oid_dev = DmUuid::new(&ouuid).map_err(dm_err("uuid", o))?;
+                                if active {
+                                    dm.dm
+                                        .device_suspend(
+                                            &DevId::Uuid(oid_dev),
+                                            DmOptions::default().set_flags(DmFlags::DM_SUSPEND),
+                                        )
+                                        .map_err(dm_err("suspend", o))?;
+                                }
+                                let r = dm.message(
+                                    vg,
+                                    &pool_lv,
+                                    &format!("create_snap {device_id} {oid}"),
+                                );
+                                if active {
+                                    dm.dm
+                                        .device_suspend(&DevId::Uuid(oid_dev), DmOptions::default())
+                                        .map_err(dm_err("resume", o))?;
+                                }
+                                r
+                            }
+                        }
+                    };
+                    // EEXIST: the kernel applied this create before a crash
+                    // stopped us short of set_transaction_id. The device is
+                    // the one we asked for (a snapshot keeps its moment).
+                    match create(self) {
+                        Err(e) if is_eexist(&e) => {}
+                        other => other?,
+                    }
+                }
+                ThinMessage::Delete { device_id } => {
+                    // Already gone if a crash came after the delete but before set_transaction_id.
+                    let _ = self.message(vg, &pool_lv, &format!("delete {device_id}"));
+                }
+            }
+            crate::failpoint::hit("thin-message-sent");
+        }
+        self.message(
+            vg,
+            &pool_lv,
+            &format!("set_transaction_id {kernel} {transaction_id}"),
+        )?;
+        crate::failpoint::hit("thin-transaction-set");
+        Ok(true)
+    }
+
+    /// Activates a thin LV on its (active) pool.
+    pub fn activate_thin(&self, vg: &Vg, lv: &Lv, tpool: Device) -> Result<Action> {
+        let Some(ThinSegment::Thin { device_id, .. }) =
+            lv.segments.first().and_then(|s| s.thin.clone())
+        else {
+            return Err(ActivateError::Layout(format!(
+                "{}/{} is not thin",
+                vg.name, lv.name
+            )));
+        };
+        let len = lv.extent_count() as u64 * vg.extent_size as u64;
+        self.activate(
+            vg,
+            lv,
+            &[(
+                0,
+                len,
+                "thin".into(),
+                format!("{}:{} {device_id}", tpool.major, tpool.minor),
+            )],
+        )
+    }
+
+    /// Removes a pool's devices unless a thin LV of it is active.
+    pub fn deactivate_pool_if_unused(&self, vg: &Vg, pool: &str) -> Result<bool> {
+        let (pool_lv, seg) = pool_segment(vg, pool)?;
+        let ThinSegment::Pool {
+            metadata,
+            pool: data,
+            ..
+        } = seg
+        else {
+            unreachable!()
+        };
+        let in_use = ferrolvm_metadata::ops::thin_lvs(vg, pool)
+            .iter()
+            .any(|(l, _)| self.info(&dm_uuid(vg, l, None)).is_some());
+        if in_use {
+            return Ok(false);
+        }
+        self.remove_by_uuid(vg, &pool_lv, Some("pool"))?;
+        self.remove_by_uuid(vg, &pool_lv, Some("tpool"))?;
+        for n in [&metadata, &data] {
+            if let Some(l) = vg.lv(n) {
+                let suffix = if *n == metadata { "tmeta" } else { "tdata" };
+                self.remove_by_uuid(vg, l, Some(suffix))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Mapped sectors of an active thin LV (its `thin` status).
+    pub fn thin_mapped(&self, vg: &Vg, lv: &Lv) -> Option<u64> {
+        let uuid = dm_uuid(vg, lv, None);
+        let u = DmUuid::new(&uuid).ok()?;
+        let (_, lines) = self
+            .dm
+            .table_status(&DevId::Uuid(u), DmOptions::default())
+            .ok()?;
+        lines.first()?.3.split_whitespace().next()?.parse().ok()
     }
 }

@@ -145,9 +145,23 @@ pub enum Cmd {
         stripe_size: Option<String>,
         #[arg(long = "addtag")]
         tags: Vec<String>,
-        /// y or n; activation needs device-mapper support (not yet available).
+        /// y or n.
         #[arg(short = 'a', long = "activate", default_value = "y")]
         activate: String,
+        /// Thin: with -V, a thin LV in the pool named by VG/POOL; with -L, a new pool.
+        #[arg(short = 'T', long = "thin")]
+        thin: bool,
+        #[arg(long = "thinpool")]
+        thinpool: Option<String>,
+        /// Virtual size of a thin LV.
+        #[arg(short = 'V', long = "virtualsize")]
+        virtualsize: Option<String>,
+        /// Thin pool chunk size (default 64 KiB).
+        #[arg(short = 'c', long = "chunksize")]
+        chunksize: Option<String>,
+        /// Activate even if the LV is marked to be skipped (thin snapshots are).
+        #[arg(short = 'K', long = "ignoreactivationskip")]
+        ignore_skip: bool,
         /// Zero the first 4 KiB (y|n); only meaningful with activation.
         #[arg(short = 'Z', long = "zero")]
         zero: Option<String>,
@@ -199,6 +213,9 @@ pub enum Cmd {
         /// y or n.
         #[arg(short = 'a', long = "activate")]
         activate: String,
+        /// Activate even if the LV is marked to be skipped (thin snapshots are).
+        #[arg(short = 'K', long = "ignoreactivationskip")]
+        ignore_skip: bool,
         #[arg(required = true)]
         lvs: Vec<String>,
     },
@@ -207,6 +224,9 @@ pub enum Cmd {
         /// y or n.
         #[arg(short = 'a', long = "activate")]
         activate: String,
+        /// Also activate LVs marked to be skipped.
+        #[arg(short = 'K', long = "ignoreactivationskip")]
+        ignore_skip: bool,
         #[arg(required = true)]
         vgs: Vec<String>,
     },
@@ -378,6 +398,132 @@ fn units(r: &ReportArgs) -> Units {
     }
 }
 
+/// `lvcreate` for thin pools (`--type thin-pool`, `-T VG/POOL -L`), thin
+/// LVs (`-T VG/POOL -V`, `--thinpool`) and thin snapshots (`-s VG/THIN`).
+#[allow(clippy::too_many_arguments)]
+fn thin_create(
+    host: &Host,
+    first: &str,
+    name: Option<String>,
+    snapshot: bool,
+    pool: bool,
+    thinpool: Option<String>,
+    virtualsize: Option<String>,
+    size: Option<String>,
+    extents: Option<String>,
+    chunksize: Option<String>,
+    tags: Vec<String>,
+    activate: bool,
+    ignore_skip: bool,
+) -> Result<()> {
+    let (vgname, named) = match first.split_once('/') {
+        Some((v, l)) => (v.to_string(), Some(l.to_string())),
+        None => (first.to_string(), None),
+    };
+    let default_name = |vg: &Vg| {
+        (0..)
+            .map(|i| format!("lvol{i}"))
+            .find(|c| vg.lv(c).is_none())
+            .unwrap_or_default()
+    };
+    let new_lv = |name: String| NewLv {
+        name,
+        id: engine::random_uuid(),
+        tags: tags.clone(),
+        creation_time: engine::now(),
+        creation_host: host.hostname.clone(),
+    };
+    let mut created = String::new();
+    if pool {
+        let (_, amount) = parse_amount(size.as_deref(), extents.as_deref())?;
+        let chunk = match chunksize {
+            Some(c) => u32::try_from(parse_size(&c, 'k')?.1 / 512)
+                .map_err(|_| usage("chunk size too large"))?,
+            None => 128,
+        };
+        volumes::create_pool(host, &vgname, activate, |vg, _| {
+            created = name
+                .clone()
+                .or(named.clone())
+                .unwrap_or_else(|| default_name(vg));
+            let data =
+                u32::try_from(to_extents(vg, amount)).map_err(|_| usage("size too large"))?;
+            let meta = ferrolvm_metadata::ops::thin_metadata_extents(data, vg.extent_size, chunk);
+            Ok((
+                ferrolvm_metadata::ops::NewPool {
+                    lv: new_lv(created.clone()),
+                    data_extents: data,
+                    meta_extents: meta,
+                    chunk_size: chunk,
+                    zero_new_blocks: true,
+                    discards: Some("passdown".into()),
+                    tdata_id: engine::random_uuid(),
+                    tmeta_id: engine::random_uuid(),
+                    spare_id: engine::random_uuid(),
+                },
+                None,
+            ))
+        })?;
+        println!("  Logical volume \"{created}\" created.");
+        return Ok(());
+    }
+    let (pool_name, origin) = if snapshot {
+        let origin = named.ok_or_else(|| usage("lvcreate -s needs VG/THIN_LV"))?;
+        (None, Some(origin))
+    } else {
+        (
+            Some(
+                thinpool
+                    .or(named)
+                    .ok_or_else(|| usage("give the pool as VG/POOL or --thinpool POOL"))?,
+            ),
+            None,
+        )
+    };
+    let probe = engine::Session::open(host, &vgname)?;
+    let pool_name = match (&pool_name, &origin) {
+        (Some(p), _) => p.clone(),
+        (None, Some(o)) => match probe
+            .vg
+            .lv(o)
+            .and_then(|l| l.segments.first())
+            .and_then(|s| s.thin.clone())
+        {
+            Some(ferrolvm_metadata::ThinSegment::Thin { thin_pool, .. }) => thin_pool,
+            _ => {
+                return Err(usage(format!(
+                    "{vgname}/{o} is not a thin LV; ferrolvm snapshots thin LVs only"
+                )))
+            }
+        },
+        (None, None) => unreachable!(),
+    };
+    drop(probe);
+    let virtual_bytes = match &virtualsize {
+        Some(v) => parse_size(v, 'm')?.1,
+        None if origin.is_some() => 0,
+        None => return Err(usage("a thin LV needs -V SIZE")),
+    };
+    // Snapshots carry lvm2's activation-skip flag: active only with -K.
+    let activate = activate && (origin.is_none() || ignore_skip);
+    volumes::create_thin(
+        host,
+        &vgname,
+        &pool_name,
+        origin.as_deref(),
+        activate,
+        |vg| {
+            created = name.clone().unwrap_or_else(|| default_name(vg));
+            let es = vg.extent_size as u64 * 512;
+            let n =
+                u32::try_from(virtual_bytes.div_ceil(es)).map_err(|_| usage("size too large"))?;
+            Ok((new_lv(created.clone()), n))
+        },
+    )?;
+    println!("  Logical volume \"{created}\" created.");
+    Ok(())
+}
+
 fn parse_yn(v: &str, flag: &str) -> Result<bool> {
     match v {
         "y" | "yes" | "ay" => Ok(true),
@@ -535,17 +681,48 @@ pub fn run(cli: Cli) -> Result<()> {
             zero,
             segtype,
             snapshot,
+            thin,
+            thinpool,
+            virtualsize,
+            chunksize,
+            ignore_skip,
             args,
         } => {
-            if snapshot {
-                return Err(usage("snapshots need thin provisioning, which this ferrolvm build does not provide yet"));
+            let first = args
+                .first()
+                .map(|a| a.trim_start_matches("/dev/").to_string())
+                .unwrap_or_default();
+            let wants_pool =
+                segtype.as_deref() == Some("thin-pool") || (thin && virtualsize.is_none());
+            let wants_thin = !snapshot
+                && !wants_pool
+                && (virtualsize.is_some()
+                    || thinpool.is_some()
+                    || segtype.as_deref() == Some("thin"));
+            if snapshot || wants_thin || wants_pool {
+                let activate = parse_yn(&activate, "-a")?;
+                return thin_create(
+                    &host,
+                    &first,
+                    name,
+                    snapshot,
+                    wants_pool,
+                    thinpool,
+                    virtualsize,
+                    size,
+                    extents,
+                    chunksize,
+                    tags,
+                    activate,
+                    ignore_skip,
+                );
             }
             if let Some(t) = segtype
                 .as_deref()
                 .filter(|t| !matches!(*t, "linear" | "striped"))
             {
                 return Err(usage(format!(
-                    "segment type {t} is not supported yet (linear and striped are)"
+                    "segment type {t} is not supported (linear, striped, thin-pool and thin are)"
                 )));
             }
             let activate = parse_yn(&activate, "-a")?;
@@ -613,17 +790,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("  Logical volume \"{lv}\" successfully removed.");
             }
         }
-        Cmd::Lvchange { activate, lvs } => {
+        Cmd::Lvchange {
+            activate,
+            ignore_skip,
+            lvs,
+        } => {
             let on = parse_yn(&activate, "-a")?;
             for arg in lvs {
                 let (vg, lv) = split_lv(&arg)?;
-                volumes::set_active(&host, &vg, Some(&[lv]), on)?;
+                // Naming an LV explicitly activates it, as lvm2 does, unless it is marked to be skipped.
+                volumes::set_active(&host, &vg, Some(&[lv]), on, ignore_skip)?;
             }
         }
-        Cmd::Vgchange { activate, vgs } => {
+        Cmd::Vgchange {
+            activate,
+            ignore_skip,
+            vgs,
+        } => {
             let on = parse_yn(&activate, "-a")?;
             for vg in vgs {
-                let done = volumes::set_active(&host, &vg, None, on)?;
+                let done = volumes::set_active(&host, &vg, None, on, ignore_skip)?;
                 let n = if on { done.len() } else { 0 };
                 println!("  {n} logical volume(s) in volume group \"{vg}\" now active");
             }

@@ -10,6 +10,7 @@ pub mod activate;
 pub mod cli;
 pub mod disk;
 pub mod engine;
+pub mod failpoint;
 pub mod host;
 pub mod lock;
 pub mod report;

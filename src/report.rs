@@ -1,7 +1,7 @@
 //! `lvs`, `vgs`, `pvs`: the same fields, values and JSON shape as lvm2.
 
 use ferrolvm_metadata::alloc::FreeMap;
-use ferrolvm_metadata::{Area, Lv, Segment, Vg};
+use ferrolvm_metadata::{Area, Lv, Segment, ThinSegment, Vg};
 
 use crate::scan::Scan;
 
@@ -99,11 +99,17 @@ pub fn dm_available() -> bool {
 
 /// (state, open) columns of `lv_attr` from the kernel: `a`/`s`/`-` and `o`/`-`.
 fn dm_state(vg: &Vg, lv: &Lv) -> (char, char) {
-    static DM: std::sync::OnceLock<Option<crate::activate::Dm>> = std::sync::OnceLock::new();
-    let Some(dm) = DM.get_or_init(|| crate::activate::Dm::open().ok()) else {
+    let Some(dm) = dm_handle() else {
         return ('-', '-');
     };
-    match dm.info(&crate::activate::dm_uuid(vg, lv, None)) {
+    // Layered LVs are found by the uuid suffix of their role, as lvm2 does.
+    let suffix = match lv.segments.first().and_then(|s| s.thin.as_ref()) {
+        Some(ThinSegment::Pool { .. }) => Some("tpool"),
+        _ if lv.name.ends_with("_tdata") => Some("tdata"),
+        _ if lv.name.ends_with("_tmeta") => Some("tmeta"),
+        _ => None,
+    };
+    match dm.info(&crate::activate::dm_uuid(vg, lv, suffix)) {
         None => ('-', '-'),
         Some(info) => {
             let suspended = info.flags().contains(devicemapper::DmFlags::DM_SUSPEND);
@@ -150,7 +156,24 @@ pub fn lv_attr(vg: &Vg, lv: &Lv) -> String {
     if segtype == "thin" || segtype == "thin-pool" {
         a[6] = 't';
     }
-    if segtype == "thin-pool" && seg.and_then(|s| s.field("zero_new_blocks")).is_some() {
+    // Zeroing of new blocks: shown on the pool and on its thin LVs.
+    let pool_of = |seg: Option<&Segment>| match seg.and_then(|s| s.thin.as_ref()) {
+        Some(ThinSegment::Pool {
+            zero_new_blocks, ..
+        }) => Some(*zero_new_blocks),
+        Some(ThinSegment::Thin { thin_pool, .. }) => match vg
+            .lv(thin_pool)
+            .and_then(|p| p.segments.first())
+            .and_then(|s| s.thin.as_ref())
+        {
+            Some(ThinSegment::Pool {
+                zero_new_blocks, ..
+            }) => Some(*zero_new_blocks),
+            _ => None,
+        },
+        None => None,
+    };
+    if pool_of(seg) == Some(true) {
         a[7] = 'z';
     }
     if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") {
@@ -255,18 +278,18 @@ pub fn lv_rows(
                             "devices" => seg
                                 .map(|s| devices(vg, scan, &paths, s))
                                 .unwrap_or_default(),
-                            "pool_lv" => lv
-                                .segments
-                                .first()
-                                .and_then(|s| s.field("thin_pool"))
-                                .map(str_of)
-                                .unwrap_or_default(),
-                            "origin" => lv
-                                .segments
-                                .first()
-                                .and_then(|s| s.field("origin"))
-                                .map(str_of)
-                                .unwrap_or_default(),
+                            "pool_lv" => match lv.segments.first().and_then(|s| s.thin.as_ref()) {
+                                Some(ThinSegment::Thin { thin_pool, .. }) => thin_pool.clone(),
+                                _ => String::new(),
+                            },
+                            "origin" => match lv.segments.first().and_then(|s| s.thin.as_ref()) {
+                                Some(ThinSegment::Thin {
+                                    origin: Some(o), ..
+                                }) => o.clone(),
+                                _ => String::new(),
+                            },
+                            "data_percent" => usage(vg, lv).0,
+                            "metadata_percent" => usage(vg, lv).1,
                             _ => String::new(),
                         };
                         (f.clone(), v)
@@ -279,11 +302,37 @@ pub fn lv_rows(
     rows
 }
 
-fn str_of(v: &ferrolvm_metadata::config::Value) -> String {
-    match v {
-        ferrolvm_metadata::config::Value::Str(s) => s.clone(),
-        ferrolvm_metadata::config::Value::Int(i) => i.to_string(),
-        _ => String::new(),
+fn dm_handle() -> Option<&'static crate::activate::Dm> {
+    static DM: std::sync::OnceLock<Option<crate::activate::Dm>> = std::sync::OnceLock::new();
+    DM.get_or_init(|| crate::activate::Dm::open().ok()).as_ref()
+}
+
+/// lvm2's Data% and Meta% for active thin pools and thin LVs, from the
+/// kernel's status; empty otherwise.
+fn usage(vg: &Vg, lv: &Lv) -> (String, String) {
+    let pct = |used: u64, total: u64| {
+        if total == 0 {
+            String::new()
+        } else {
+            format!("{:.2}", used as f64 * 100.0 / total as f64)
+        }
+    };
+    let Some(dm) = dm_handle() else {
+        return (String::new(), String::new());
+    };
+    match lv.segments.first().and_then(|s| s.thin.as_ref()) {
+        Some(ThinSegment::Pool { .. }) => match dm.pool_status(vg, &lv.name) {
+            Ok(Some(st)) => (pct(st.data.0, st.data.1), pct(st.metadata.0, st.metadata.1)),
+            _ => (String::new(), String::new()),
+        },
+        Some(ThinSegment::Thin { .. }) => match dm.thin_mapped(vg, lv) {
+            Some(mapped) => (
+                pct(mapped, lv.extent_count() as u64 * vg.extent_size as u64),
+                String::new(),
+            ),
+            None => (String::new(), String::new()),
+        },
+        None => (String::new(), String::new()),
     }
 }
 

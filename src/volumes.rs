@@ -11,10 +11,11 @@
 //!   (still under the lock, so nobody can have reused them).
 
 use ferrolvm_metadata::ops::{self, NewLv};
-use ferrolvm_metadata::{Area, Vg};
+use ferrolvm_metadata::{Area, ThinSegment, Vg};
 
 use crate::activate::{self, Action, Dm};
 use crate::engine::{EngineError, Result, Session};
+use crate::failpoint;
 use crate::host::Host;
 use crate::scan::Scan;
 
@@ -28,6 +29,32 @@ pub struct LvSpec {
     /// Restrict allocation to these PV section names.
     pub pvs: Option<Vec<String>>,
     pub zero: bool,
+}
+
+/// The table of an active plain or thin LV, for a reload.
+fn live_table(s: &Session, dm: &Dm, vg: &Vg, name: &str) -> Result<Vec<activate::TableLine>> {
+    let LvKind::Thin(pool) = kind(vg, name) else {
+        return table(s, vg, name);
+    };
+    let lv = vg.lv(name).expect("kind() found it");
+    let pool_lv = vg
+        .lv(&pool)
+        .ok_or_else(|| EngineError::Refused(format!("thin pool {pool} vanished")))?;
+    let tpool = dm
+        .info(&activate::dm_uuid(vg, pool_lv, Some("tpool")))
+        .ok_or_else(|| EngineError::Refused(format!("thin pool {pool} is not active")))?
+        .device();
+    let Some(ThinSegment::Thin { device_id, .. }) =
+        lv.segments.first().and_then(|s| s.thin.as_ref())
+    else {
+        unreachable!()
+    };
+    Ok(vec![(
+        0,
+        lv.extent_count() as u64 * vg.extent_size as u64,
+        "thin".into(),
+        format!("{}:{} {device_id}", tpool.major, tpool.minor),
+    )])
 }
 
 fn table(s: &Session, vg: &Vg, name: &str) -> Result<Vec<activate::TableLine>> {
@@ -93,17 +120,18 @@ pub fn create(
     Ok(s.vg)
 }
 
-/// Activates or deactivates LVs (all visible linear/striped LVs when `only` is None).
+/// Activates or deactivates LVs; with `only` None, every visible LV that
+/// is not marked to be skipped (lvm2's ACTIVATION_SKIP) unless `ignore_skip`.
 pub fn set_active(
     host: &Host,
     vg_name: &str,
     only: Option<&[String]>,
     active: bool,
+    ignore_skip: bool,
 ) -> Result<Vec<(String, Action)>> {
     let dm = Dm::open()?;
-    let s = Session::open(host, vg_name)?;
-    let mut done = Vec::new();
-    let names: Vec<String> = match only {
+    let mut s = Session::open(host, vg_name)?;
+    let mut names: Vec<String> = match only {
         Some(list) => list.to_vec(),
         None => {
             s.vg.lvs
@@ -113,21 +141,179 @@ pub fn set_active(
                 .collect()
         }
     };
+    // Thin LVs go down before their pools, and come up after them.
+    names.sort_by_key(|n| (kind(&s.vg, n) == LvKind::Pool) != active);
+    let mut done = Vec::new();
     for name in names {
-        let lv = s.vg.lv(&name).ok_or_else(|| {
-            EngineError::Refused(format!("logical volume {vg_name}/{name} not found"))
-        })?;
+        let lv =
+            s.vg.lv(&name)
+                .ok_or_else(|| {
+                    EngineError::Refused(format!("logical volume {vg_name}/{name} not found"))
+                })?
+                .clone();
         let action = if active {
             if !lv.managed() {
-                return Err(EngineError::Refused(format!("{vg_name}/{name} is not a linear or striped LV; ferrolvm cannot activate it yet")));
+                return Err(EngineError::Refused(format!(
+                    "{vg_name}/{name} has a segment type ferrolvm cannot activate; use lvm2 for it"
+                )));
             }
-            activate_lv(&s, &dm, &name, false)?
+            if lv.flags.iter().any(|f| f == "ACTIVATION_SKIP") && !ignore_skip {
+                continue;
+            }
+            activate_any(&mut s, &dm, &name, false)?
         } else {
-            dm.deactivate(&s.vg, lv)?
+            match kind(&s.vg, &name) {
+                LvKind::Pool => {
+                    if dm.deactivate_pool_if_unused(&s.vg, &name)? {
+                        Action::Done
+                    } else {
+                        return Err(EngineError::Refused(format!(
+                            "thin pool {vg_name}/{name} has active thin LVs"
+                        )));
+                    }
+                }
+                LvKind::Thin(pool) => {
+                    let a = dm.deactivate(&s.vg, &lv)?;
+                    dm.deactivate_pool_if_unused(&s.vg, &pool)?;
+                    a
+                }
+                LvKind::Plain => dm.deactivate(&s.vg, &lv)?,
+            }
         };
         done.push((name, action));
     }
     Ok(done)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LvKind {
+    Plain,
+    Pool,
+    /// A thin LV, with its pool.
+    Thin(String),
+}
+
+fn kind(vg: &Vg, name: &str) -> LvKind {
+    match vg
+        .lv(name)
+        .and_then(|l| l.segments.first())
+        .and_then(|s| s.thin.as_ref())
+    {
+        Some(ThinSegment::Pool { .. }) => LvKind::Pool,
+        Some(ThinSegment::Thin { thin_pool, .. }) => LvKind::Thin(thin_pool.clone()),
+        None => LvKind::Plain,
+    }
+}
+
+/// Activates a pool, brings the kernel to the metadata's transaction id and,
+/// if that meant replaying queued messages, commits them cleared.
+fn ensure_pool(s: &mut Session, dm: &Dm, pool: &str) -> Result<devicemapper::Device> {
+    let pvs = activate::pv_devices(&s.scan, &s.vg)?;
+    let tpool = dm.activate_pool(&s.vg, pool, &pvs)?;
+    dm.sync_pool(&s.vg, pool)?;
+    if !ops::pending_thin_messages(&s.vg, pool).is_empty() {
+        failpoint::hit("thin-before-clear");
+        let mut vg = s.vg.clone();
+        ops::clear_thin_messages(&mut vg, pool)?;
+        s.commit(
+            vg,
+            format!("Write from ferrolvm: thin pool {pool} messages applied."),
+        )?;
+    }
+    Ok(tpool)
+}
+
+fn activate_any(s: &mut Session, dm: &Dm, name: &str, zero: bool) -> Result<Action> {
+    match kind(&s.vg, name) {
+        LvKind::Plain => activate_lv(s, dm, name, zero),
+        LvKind::Pool => ensure_pool(s, dm, name).map(|_| Action::Done),
+        LvKind::Thin(pool) => {
+            let tpool = ensure_pool(s, dm, &pool)?;
+            let lv = s.vg.lv(name).expect("kind() found it").clone();
+            Ok(dm.activate_thin(&s.vg, &lv, tpool)?)
+        }
+    }
+}
+
+/// A new thin pool; its metadata superblock is zeroed on the PV before the
+/// commit (the extents are still free then), so the kernel formats a fresh pool.
+pub fn create_pool(
+    host: &Host,
+    vg_name: &str,
+    activate: bool,
+    plan: impl FnOnce(&Vg, &Scan) -> Result<(ops::NewPool, Option<Vec<String>>)>,
+) -> Result<Vg> {
+    let dm = if activate { Some(Dm::open()?) } else { None };
+    let mut s = Session::open(host, vg_name)?;
+    let (pool, pvs) = plan(&s.vg, &s.scan)?;
+    let name = pool.lv.name.clone();
+    let mut vg = s.vg.clone();
+    ops::create_thin_pool(&mut vg, pool, pvs.as_deref())?;
+    let tmeta = vg
+        .lv(&format!("{name}_tmeta"))
+        .expect("just created")
+        .clone();
+    let head = pv_ranges_in(&s, &vg, &tmeta)
+        .into_iter()
+        .next()
+        .ok_or_else(|| EngineError::Refused("the pool metadata LV has no PV area".into()))?;
+    let mut disk =
+        crate::disk::BlockDisk::open(&head.0, true).map_err(|source| EngineError::Io {
+            path: head.0.display().to_string(),
+            source,
+        })?;
+    crate::disk::Disk::write_at(&mut disk, head.1, &[0u8; 4096])
+        .and_then(|_| crate::disk::Disk::flush(&mut disk))
+        .map_err(|source| EngineError::Io {
+            path: head.0.display().to_string(),
+            source,
+        })?;
+    s.commit(
+        vg,
+        format!("Write from ferrolvm lvcreate --type thin-pool -n {name} {vg_name}."),
+    )?;
+    if let Some(dm) = dm {
+        ensure_pool(&mut s, &dm, &name)?;
+    }
+    Ok(s.vg)
+}
+
+/// A thin LV (or, with `origin`, a thin snapshot), by lvm2's two-commit
+/// protocol: queue the message and commit; have the kernel apply it; commit
+/// with it cleared. A crash between any two steps is finished by the next
+/// activation of the pool, by ferrolvm or by lvm2.
+pub fn create_thin(
+    host: &Host,
+    vg_name: &str,
+    pool: &str,
+    origin: Option<&str>,
+    activate: bool,
+    plan: impl FnOnce(&Vg) -> Result<(NewLv, u32)>,
+) -> Result<Vg> {
+    let dm = Dm::open()?;
+    let mut s = Session::open(host, vg_name)?;
+    let (new, extents) = plan(&s.vg)?;
+    let name = new.name.clone();
+    // Apply anything an earlier, interrupted run left queued first.
+    ensure_pool(&mut s, &dm, pool)?;
+    let mut vg = s.vg.clone();
+    ops::create_thin(&mut vg, pool, new, extents, origin)?;
+    s.commit(
+        vg,
+        format!(
+            "Write from ferrolvm lvcreate {} {vg_name}/{name}.",
+            if origin.is_some() { "-s" } else { "-T" }
+        ),
+    )?;
+    failpoint::hit("thin-queued");
+    ensure_pool(&mut s, &dm, pool)?;
+    failpoint::hit("thin-cleared");
+    let lv = s.vg.lv(&name).expect("created").clone();
+    if activate {
+        let tpool = ensure_pool(&mut s, &dm, pool)?;
+        dm.activate_thin(&s.vg, &lv, tpool)?;
+    }
+    Ok(s.vg)
 }
 
 /// Resizes to the extents `plan` returns (from the VG as read under the
@@ -155,13 +341,13 @@ pub fn resize(
         ops::extend_lv(&mut vg, name, extents, pvs.as_deref())?;
         s.commit(vg, desc)?;
         if let Some(dm) = dm {
-            let t = table(&s, &s.vg, name)?;
+            let t = live_table(&s, &dm, &s.vg, name)?;
             dm.reload(&s.vg, s.vg.lv(name).expect("exists"), &t)?;
         }
     } else if extents < cur {
         ops::reduce_lv(&mut vg, name, extents)?;
         if let Some(dm) = &dm {
-            let t = table(&s, &vg, name)?;
+            let t = live_table(&s, dm, &vg, name)?;
             dm.reload(&s.vg, s.vg.lv(name).expect("exists"), &t)?;
         }
         s.commit(vg, desc)?;
@@ -174,6 +360,8 @@ pub fn resize(
 }
 
 /// Deactivates (refusing an open LV), removes, and optionally discards.
+/// A thin LV's removal queues the pool's delete message and follows the
+/// same two-commit protocol as its creation.
 pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<()> {
     let mut s = Session::open(host, vg_name)?;
     let lv = s
@@ -181,8 +369,26 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
         .lv(name)
         .ok_or_else(|| EngineError::Refused(format!("logical volume {vg_name}/{name} not found")))?
         .clone();
-    if let Ok(dm) = Dm::open() {
-        dm.deactivate(&s.vg, &lv)?;
+    let dm = Dm::open().ok();
+    let k = kind(&s.vg, name);
+    match (&dm, &k) {
+        (Some(dm), LvKind::Pool) => {
+            if !ops::thin_lvs(&s.vg, name).is_empty() {
+                return Err(EngineError::Refused(format!(
+                    "thin pool {vg_name}/{name} still holds thin LVs; remove them first"
+                )));
+            }
+            dm.deactivate_pool_if_unused(&s.vg, name)?;
+        }
+        (Some(dm), _) => {
+            dm.deactivate(&s.vg, &lv)?;
+        }
+        (None, LvKind::Thin(_)) => {
+            return Err(EngineError::Refused(
+                "removing a thin LV needs device-mapper to update the pool".into(),
+            ))
+        }
+        (None, _) => {}
     }
     let ranges = if discard {
         pv_ranges(&s, &lv)
@@ -195,6 +401,17 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
         vg,
         format!("Write from ferrolvm lvremove {vg_name}/{name}."),
     )?;
+    if let (Some(dm), LvKind::Thin(pool)) = (&dm, &k) {
+        failpoint::hit("thin-queued");
+        let was_active = s.vg.lv(pool).is_some_and(|p| {
+            dm.info(&activate::dm_uuid(&s.vg, p, Some("tpool")))
+                .is_some()
+        });
+        ensure_pool(&mut s, dm, pool)?;
+        if !was_active {
+            dm.deactivate_pool_if_unused(&s.vg, pool)?;
+        }
+    }
     for (path, offset, len) in ranges {
         crate::disk::discard(&path, offset, len).map_err(|source| EngineError::Io {
             path: path.display().to_string(),
@@ -206,7 +423,14 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
 
 /// Byte ranges on PV devices an LV occupies.
 fn pv_ranges(s: &Session, lv: &ferrolvm_metadata::Lv) -> Vec<(std::path::PathBuf, u64, u64)> {
-    let vg = &s.vg;
+    pv_ranges_in(s, &s.vg, lv)
+}
+
+fn pv_ranges_in(
+    s: &Session,
+    vg: &Vg,
+    lv: &ferrolvm_metadata::Lv,
+) -> Vec<(std::path::PathBuf, u64, u64)> {
     let es = vg.extent_size as u64 * 512;
     let found = s.scan.assembly.vgs.iter().find(|f| f.vg.id == vg.id);
     let mut out = Vec::new();

@@ -519,7 +519,7 @@ const SPARE: &str = "lvol0_pmspare";
 fn create_thin_pool_inner(vg: &mut Vg, p: NewPool, pvs: Option<&[String]>) -> Result<(), Error> {
     let name = p.lv.name.clone();
     names::check_lv_name(&name)?;
-    if p.chunk_size < 128 || p.chunk_size % 128 != 0 || p.chunk_size > 2_097_152 {
+    if p.chunk_size < 128 || !p.chunk_size.is_multiple_of(128) || p.chunk_size > 2_097_152 {
         return Err(Error::Request(format!("thin pool chunk size of {} sectors must be a multiple of 64 KiB between 64 KiB and 1 GiB", p.chunk_size)));
     }
     for n in [
