@@ -102,11 +102,121 @@ fn main() {
         ferrolvm::volumes::remove(&host, "bench-ferro", &format!("in{i}"), false).unwrap();
         ir.push(t.elapsed());
     }
+    // Thin LVs in a pool of each tool.
+    run(Command::new(ferro).args([
+        "lvcreate",
+        "--devices",
+        &da,
+        "--type",
+        "thin-pool",
+        "-L",
+        "1g",
+        "-n",
+        "pool",
+        "bench-ferro",
+    ]));
+    run(lvm().args([
+        "lvcreate",
+        "--devices",
+        &db,
+        "--type",
+        "thin-pool",
+        "-L",
+        "1g",
+        "-n",
+        "pool",
+        "bench-lvm",
+    ]));
+    let (mut tfc, mut tlc, mut tfr, mut tlr, mut tic, mut tir) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for i in 0..n {
+        let name = format!("t{i}");
+        tfc.push(run(Command::new(ferro).args([
+            "lvcreate",
+            "--devices",
+            &da,
+            "-T",
+            "bench-ferro/pool",
+            "-V",
+            "64m",
+            "-n",
+            &name,
+        ])));
+        tlc.push(run(lvm().args([
+            "lvcreate",
+            "--devices",
+            &db,
+            "-T",
+            "bench-lvm/pool",
+            "-V",
+            "64m",
+            "-n",
+            &name,
+        ])));
+    }
+    for i in 0..n {
+        let name = format!("t{i}");
+        tfr.push(run(Command::new(ferro).args([
+            "lvremove",
+            "--devices",
+            &da,
+            &format!("bench-ferro/{name}"),
+        ])));
+        tlr.push(run(lvm().args([
+            "lvremove",
+            "--devices",
+            &db,
+            "-f",
+            &format!("bench-lvm/{name}"),
+        ])));
+    }
+    for i in 0..n {
+        let name = format!("ti{i}");
+        let t = Instant::now();
+        ferrolvm::volumes::create_thin(&host, "bench-ferro", "pool", None, true, |_| {
+            Ok((
+                NewLv {
+                    name: name.clone(),
+                    id: ferrolvm::engine::random_uuid(),
+                    tags: vec![],
+                    creation_time: 1,
+                    creation_host: "vm".into(),
+                },
+                16,
+            ))
+        })
+        .unwrap();
+        tic.push(t.elapsed());
+    }
+    for i in 0..n {
+        let t = Instant::now();
+        ferrolvm::volumes::remove(&host, "bench-ferro", &format!("ti{i}"), false).unwrap();
+        tir.push(t.elapsed());
+    }
+
     println!("| linear LVs ({n} each, interleaved, in the VM under TCG) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
     println!("|---|---|---|---|---|---|");
     row("create + activate (CLI)", fc, lc.clone());
     row("deactivate + remove (CLI)", fr, lr.clone());
     row("create + activate (in-process, node plugin path)", ic, lc);
     row("deactivate + remove (in-process, node plugin path)", ir, lr);
+    row("thin: create + activate (CLI)", tfc, tlc.clone());
+    row("thin: deactivate + remove (CLI)", tfr, tlr.clone());
+    row(
+        "thin: create + activate (in-process, node plugin path)",
+        tic,
+        tlc,
+    );
+    row(
+        "thin: deactivate + remove (in-process, node plugin path)",
+        tir,
+        tlr,
+    );
     run(Command::new(ferro).args(["vgremove", "--devices", &da, "-f", "bench-ferro"]));
 }

@@ -622,3 +622,115 @@ fn thin_steps_survive_a_kill_at_each_point() {
     thin_check(&l, "kvg", "pool");
     l.assert_vgck_clean("kvg");
 }
+
+/// A filesystem on a thin LV, snapshotted while mounted: the snapshot
+/// mounts and holds the files of its moment; the origin moves on.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn thin_snapshots_hold_filesystem_state() {
+    let l = Loops::with_dm(1, 1024);
+    l.ferro_ok(&["vgcreate", "svg", l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        "900m",
+        "-n",
+        "pool",
+        "svg",
+    ]);
+    for fs in ["ext4", "xfs", "btrfs"] {
+        let lv = format!("o-{fs}");
+        let snap = format!("s-{fs}");
+        l.ferro_ok(&["lvcreate", "-T", "svg/pool", "-V", "320m", "-n", &lv]);
+        let dev = format!("/dev/svg/{lv}");
+        match fs {
+            "ext4" => sh("mkfs.ext4", &["-q", "-F", &dev]),
+            "xfs" => sh("mkfs.xfs", &["-q", "-f", &dev]),
+            _ => sh("mkfs.btrfs", &["-q", "-f", &dev]),
+        };
+        let (mo, ms) = (format!("/tmp/{lv}"), format!("/tmp/{snap}"));
+        std::fs::create_dir_all(&mo).unwrap();
+        std::fs::create_dir_all(&ms).unwrap();
+        sh("mount", &["-t", fs, &dev, &mo]);
+        std::fs::write(format!("{mo}/f"), b"before").unwrap();
+        sh("sync", &[]);
+        // Suspending the origin for the snapshot freezes the mounted
+        // filesystem (device-mapper's lockfs), so the snapshot is consistent.
+        l.ferro_ok(&["lvcreate", "-s", &format!("svg/{lv}"), "-n", &snap]);
+        std::fs::write(format!("{mo}/f"), b"after").unwrap();
+        sh("sync", &[]);
+        // A snapshot carries its origin's filesystem UUID: unmount the origin for btrfs, use nouuid for xfs.
+        if fs == "btrfs" {
+            sh("umount", &[&mo]);
+        }
+        l.ferro_ok(&["lvchange", "-ay", "-K", &format!("svg/{snap}")]);
+        let opts = if fs == "xfs" { "nouuid" } else { "defaults" };
+        sh(
+            "mount",
+            &["-t", fs, "-o", opts, &format!("/dev/svg/{snap}"), &ms],
+        );
+        assert_eq!(
+            std::fs::read(format!("{ms}/f")).unwrap(),
+            b"before",
+            "{fs}: the snapshot moved on"
+        );
+        sh("umount", &[&ms]);
+        if fs != "btrfs" {
+            assert_eq!(std::fs::read(format!("{mo}/f")).unwrap(), b"after");
+            sh("umount", &[&mo]);
+        }
+        l.ferro_ok(&["lvremove", &format!("svg/{snap}")]);
+        l.ferro_ok(&["lvremove", &format!("svg/{lv}")]);
+    }
+    l.ferro_ok(&["vgchange", "-an", "svg"]);
+    thin_check(&l, "svg", "pool");
+}
+
+/// `lvremove --discard` hands the freed extents back to the device.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn lvremove_discard_frees_the_extents() {
+    let l = Loops::with_dm(1, 64);
+    l.ferro_ok(&["vgcreate", "-s", "1m", "dvg", l.dev(0)]);
+    l.ferro_ok(&["lvcreate", "-n", "keep", "-L", "4m", "dvg"]);
+    l.ferro_ok(&["lvcreate", "-n", "gone", "-L", "4m", "dvg"]);
+    write_dev("/dev/dvg/keep", &pattern(3)[..1 << 20]);
+    write_dev("/dev/dvg/gone", &pattern(4)[..1 << 20]);
+    // The PV offset of "gone": pe_start + its first extent.
+    let seg = l.lvm_ok(&["lvs", "--noheadings", "-o", "seg_pe_ranges", "dvg/gone"]);
+    let first: u64 = seg
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let offset = (1 << 20) + first * (1 << 20);
+    let on_pv = |at: u64| {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(l.dev(0)).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        let mut b = vec![0u8; 1 << 20];
+        f.read_exact(&mut b).unwrap();
+        b
+    };
+    assert!(
+        on_pv(offset) == pattern(4)[..1 << 20],
+        "test set-up: data not where expected"
+    );
+    l.ferro_ok(&["lvremove", "--discard", "dvg/gone"]);
+    sh("blockdev", &["--flushbufs", l.dev(0)]);
+    assert!(
+        on_pv(offset).iter().all(|&b| b == 0),
+        "discarded extents still hold data"
+    );
+    assert!(
+        read_dev("/dev/dvg/keep", 1 << 20) == pattern(3)[..1 << 20],
+        "discard hit a neighbour"
+    );
+}

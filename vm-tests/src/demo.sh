@@ -37,11 +37,29 @@ ferrolvm lvcreate -n fast -i 2 -I 64k -L 128m demo
 dmsetup table demo-fast
 show
 
-step "Snapshots need thin provisioning, which is not in this build yet (issue #3)."
+step "A thin pool, and a 1 GiB thin volume in it (more than the pool holds: thin provisioning)"
+ferrolvm lvcreate --type thin-pool -L 256m -n pool demo
+ferrolvm lvcreate -T demo/pool -V 1g -n thin
+mkfs.ext4 -q /dev/demo/thin
+mkdir -p /mnt/thin && mount /dev/demo/thin /mnt/thin
+echo "version 1" > /mnt/thin/state.txt && sync
+lvs -o lv_name,lv_attr,lv_size,pool_lv,data_percent,metadata_percent demo
+
+step "Snapshot it while mounted (ferrolvm lvcreate -s), then change the original"
+ferrolvm lvcreate -s demo/thin -n thin-snap
+echo "version 2" > /mnt/thin/state.txt && sync
+ferrolvm lvchange -ay -K demo/thin-snap
+mkdir -p /mnt/snap && mount -o ro /dev/demo/thin-snap /mnt/snap
+echo "original says: $(cat /mnt/thin/state.txt)   snapshot says: $(cat /mnt/snap/state.txt)"
+lvs -o lv_name,lv_attr,lv_size,pool_lv,origin,data_percent demo
+
+step "Grow the thin volume online"
+ferrolvm lvextend -L +1g demo/thin
+resize2fs /dev/demo/thin >/dev/null 2>&1
+df -h /mnt/thin | tail -1
 
 step "Clean up: unmount, ferrolvm lvremove, ferrolvm vgremove"
-umount /mnt/data
-ferrolvm lvremove demo/data
-ferrolvm lvremove demo/fast
+umount /mnt/snap /mnt/thin /mnt/data
+for lv in thin-snap thin pool data fast; do ferrolvm lvremove demo/$lv; done
 ferrolvm vgremove demo
 echo "done"
