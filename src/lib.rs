@@ -8,6 +8,7 @@
 
 pub mod activate;
 pub mod cli;
+pub mod csi;
 pub mod disk;
 pub mod engine;
 pub mod failpoint;
