@@ -371,11 +371,13 @@ fn which(name: &str) -> Result<PathBuf> {
 }
 
 /// The init script: mounts, loads modules, runs /payload.sh, reports its
-/// exit code on the console, powers off.
+/// exit code on the console, powers off. /tmp stays on the initramfs root
+/// (already a writable tmpfs): binaries placed at their host paths may live
+/// under /tmp, as in CI's clone.
 fn init_script(modules: &[String]) -> String {
     let mut s = String::from(
         "#!/usr/bin/busybox sh\n/usr/bin/busybox --install -s /bb\nexport PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bb HOME=/tmp DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1\n\
-         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\nmount -t tmpfs tmp /tmp\nmount -t tmpfs run /run\n\
+         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\nmkdir -p /tmp && chmod 1777 /tmp\nmount -t tmpfs run /run\n\
          mkdir -p /run/lock/lvm /run/lvm /dev/mapper\n",
     );
     for m in modules {
