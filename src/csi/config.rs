@@ -1,0 +1,281 @@
+//! Device classes, from a file in TopoLVM's `lvmd.yaml` shape so operators
+//! can reuse theirs, and the capacity each class offers.
+
+use std::path::Path;
+
+use ferrolvm_metadata::alloc::FreeMap;
+use ferrolvm_metadata::{ThinSegment, Vg};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassType {
+    #[default]
+    Thick,
+    Thin,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ThinPoolConfig {
+    pub name: String,
+    #[serde(default = "one")]
+    pub overprovision_ratio: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceClass {
+    pub name: String,
+    pub volume_group: String,
+    #[serde(default)]
+    pub default: bool,
+    /// GiB kept free on thick classes (TopoLVM's default: 10).
+    pub spare_gb: Option<u64>,
+    pub stripe: Option<u32>,
+    pub stripe_size: Option<String>,
+    /// Raw lvcreate arguments: refused, ferrolvm runs no lvcreate.
+    pub lvcreate_options: Option<Vec<String>>,
+    #[serde(default, rename = "type")]
+    pub class_type: ClassType,
+    pub thin_pool: Option<ThinPoolConfig>,
+}
+
+/// The file; keys of lvmd.yaml that only concern lvmd (socket-name,
+/// lvcreate-option-classes, lvm-command-prefix) are accepted and ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeConfig {
+    pub device_classes: Vec<DeviceClass>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_norway::Error,
+    },
+    #[error("device class {class:?}: {why}")]
+    Invalid { class: String, why: String },
+    #[error("{0}")]
+    Whole(String),
+}
+
+const GIB: u64 = 1 << 30;
+
+fn qualified_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: p, source },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let c: NodeConfig = serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "config".into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.device_classes.is_empty() {
+            return Err(ConfigError::Whole("no device-classes configured".into()));
+        }
+        if self.device_classes.iter().filter(|d| d.default).count() > 1 {
+            return Err(ConfigError::Whole(
+                "more than one device class is marked default".into(),
+            ));
+        }
+        let mut seen_names = std::collections::HashSet::new();
+        let mut seen_targets = std::collections::HashSet::new();
+        for d in &self.device_classes {
+            let bad = |why: &str| ConfigError::Invalid {
+                class: d.name.clone(),
+                why: why.into(),
+            };
+            if !qualified_name(&d.name) {
+                return Err(bad(
+                    "the name must be a qualified name of at most 63 characters",
+                ));
+            }
+            if !seen_names.insert(d.name.as_str()) {
+                return Err(bad("the name is used twice"));
+            }
+            ferrolvm_metadata::names::check_vg_name(&d.volume_group)
+                .map_err(|e| bad(&e.to_string()))?;
+            if d.lvcreate_options.as_ref().is_some_and(|o| !o.is_empty()) {
+                return Err(bad("lvcreate-options are not supported: ferrolvm runs no lvcreate; use stripe/stripe-size or type"));
+            }
+            if let Some(s) = &d.stripe_size {
+                let unit_ok = s
+                    .trim_end_matches(|c: char| "kmgtpebs".contains(c.to_ascii_lowercase()))
+                    .chars()
+                    .all(|c| c.is_ascii_digit());
+                if !unit_ok || s.is_empty() {
+                    return Err(bad(
+                        "stripe-size must be a number with an optional unit (k, m, g, ...)",
+                    ));
+                }
+            }
+            let target = match (d.class_type, &d.thin_pool) {
+                (ClassType::Thin, Some(p)) => {
+                    if !(p.overprovision_ratio >= 1.0) {
+                        return Err(bad("thin-pool.overprovision-ratio must be at least 1.0"));
+                    }
+                    format!("{}/{}", d.volume_group, p.name)
+                }
+                (ClassType::Thin, None) => return Err(bad("type thin needs a thin-pool section")),
+                (ClassType::Thick, _) => d.volume_group.clone(),
+            };
+            if !seen_targets.insert(target.clone()) {
+                return Err(bad(&format!(
+                    "{target} is already used by another device class"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The class a request names, or the default class.
+    pub fn class(&self, name: Option<&str>) -> Option<&DeviceClass> {
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => self.device_classes.iter().find(|d| d.name == n),
+            None => self
+                .device_classes
+                .iter()
+                .find(|d| d.default)
+                .or_else(|| (self.device_classes.len() == 1).then(|| &self.device_classes[0])),
+        }
+    }
+}
+
+impl DeviceClass {
+    /// Bytes a new volume of this class can get on `vg` (the class's VG):
+    /// thick, the free space less the spare; thin, the pool size times the
+    /// overprovision ratio less the virtual size of its thin LVs.
+    pub fn capacity(&self, vg: &Vg) -> u64 {
+        let es = vg.extent_size as u64 * 512;
+        match (&self.class_type, &self.thin_pool) {
+            (ClassType::Thin, Some(p)) => {
+                let Some(pool) = vg.lv(&p.name).filter(|l| {
+                    matches!(
+                        l.segments.first().and_then(|s| s.thin.as_ref()),
+                        Some(ThinSegment::Pool { .. })
+                    )
+                }) else {
+                    return 0;
+                };
+                let limit =
+                    (pool.extent_count() as f64 * es as f64 * p.overprovision_ratio).floor() as u64;
+                let used: u64 = ferrolvm_metadata::ops::thin_lvs(vg, &p.name)
+                    .iter()
+                    .map(|(l, _)| l.extent_count() as u64 * es)
+                    .sum();
+                limit.saturating_sub(used)
+            }
+            _ => (FreeMap::of(vg).total() * es).saturating_sub(self.spare_gb.unwrap_or(10) * GIB),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LVMD: &str = r#"
+socket-name: /run/topolvm/lvmd.sock
+device-classes:
+  - name: ssd
+    volume-group: tvg
+    default: true
+    spare-gb: 0
+  - name: thin
+    volume-group: tvg
+    type: thin
+    thin-pool:
+      name: pool0
+      overprovision-ratio: 5.0
+  - name: striped
+    volume-group: other
+    stripe: 2
+    stripe-size: "64k"
+"#;
+
+    #[test]
+    fn topolvm_lvmd_yaml_is_accepted() {
+        let c = NodeConfig::parse(LVMD).unwrap();
+        assert_eq!(c.device_classes.len(), 3);
+        assert_eq!(c.class(None).unwrap().name, "ssd");
+        assert_eq!(c.class(Some("thin")).unwrap().class_type, ClassType::Thin);
+        assert_eq!(c.class(Some("striped")).unwrap().stripe, Some(2));
+        assert!(c.class(Some("nope")).is_none());
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let cases = [
+            ("device-classes: []", "no device-classes"),
+            ("device-classes:\n  - {name: a, volume-group: v, default: true}\n  - {name: b, volume-group: w, default: true}", "more than one"),
+            ("device-classes:\n  - {name: a, volume-group: v}\n  - {name: b, volume-group: v}", "already used"),
+            ("device-classes:\n  - {name: a, volume-group: v, type: thin}", "needs a thin-pool"),
+            ("device-classes:\n  - {name: a, volume-group: v, type: thin, thin-pool: {name: p, overprovision-ratio: 0.5}}", "at least 1.0"),
+            ("device-classes:\n  - {name: a, volume-group: v, lvcreate-options: [\"--type=raid1\"]}", "not supported"),
+            ("device-classes:\n  - {name: -a, volume-group: v}", "qualified name"),
+        ];
+        for (text, want) in cases {
+            let err = NodeConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// Capacity on lvm2's own thin VG (seqno 10 of the thin fixture: a 64 MiB
+    /// pool holding a 100 MiB thin LV, 127 extents of 4 MiB).
+    #[test]
+    fn capacity_rules() {
+        let text = include_bytes!("../../metadata/tests/fixtures/lvm2-thin/seqno10.txt");
+        let vg = Vg::from_text(text).unwrap();
+        let c = NodeConfig::parse(LVMD).unwrap();
+        let free = FreeMap::of(&vg).total() * 4 * 1024 * 1024;
+        assert_eq!(free, (127 - 1 - 16 - 1) * 4 << 20);
+        assert_eq!(c.class(Some("ssd")).unwrap().capacity(&vg), free);
+        // 5 x 64 MiB - 100 MiB.
+        assert_eq!(
+            c.class(Some("thin")).unwrap().capacity(&vg),
+            (5 * 64 - 100) << 20
+        );
+        let spare = NodeConfig::parse("device-classes:\n  - {name: a, volume-group: tvg}").unwrap();
+        assert_eq!(
+            spare.class(None).unwrap().capacity(&vg),
+            0,
+            "the default 10 GiB spare exceeds the VG"
+        );
+    }
+}
