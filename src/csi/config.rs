@@ -147,7 +147,7 @@ impl NodeConfig {
             }
             let target = match (d.class_type, &d.thin_pool) {
                 (ClassType::Thin, Some(p)) => {
-                    if !(p.overprovision_ratio >= 1.0) {
+                    if p.overprovision_ratio.is_nan() || p.overprovision_ratio < 1.0 {
                         return Err(bad("thin-pool.overprovision-ratio must be at least 1.0"));
                     }
                     format!("{}/{}", d.volume_group, p.name)
@@ -264,7 +264,7 @@ device-classes:
         let vg = Vg::from_text(text).unwrap();
         let c = NodeConfig::parse(LVMD).unwrap();
         let free = FreeMap::of(&vg).total() * 4 * 1024 * 1024;
-        assert_eq!(free, (127 - 1 - 16 - 1) * 4 << 20);
+        assert_eq!(free, ((127 - 1 - 16 - 1) * 4) << 20);
         assert_eq!(c.class(Some("ssd")).unwrap().capacity(&vg), free);
         // 5 x 64 MiB - 100 MiB.
         assert_eq!(
