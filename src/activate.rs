@@ -186,48 +186,10 @@ impl Dm {
     /// Creates, loads and resumes the LV's device; `AlreadyThere` if a device
     /// with its uuid exists. A half-made device is removed again on error.
     pub fn activate(&self, vg: &Vg, lv: &Lv, table: &[TableLine]) -> Result<Action> {
-        let uuid = dm_uuid(vg, lv, None);
-        if self.info(&uuid).is_some() {
+        if self.info(&dm_uuid(vg, lv, None)).is_some() {
             return Ok(Action::AlreadyThere);
         }
-        let name = dm_name(&vg.name, &lv.name, None);
-        let dname = DmName::new(&name).map_err(dm_err("name", &name))?;
-        let duuid = DmUuid::new(&uuid).map_err(dm_err("uuid", &name))?;
-        let info = self
-            .dm
-            .device_create(dname, Some(duuid), DmOptions::default())
-            .map_err(dm_err("create", &name))?;
-        let id = DevId::Name(dname);
-        let loaded = self
-            .dm
-            .table_load(&id, table, DmOptions::default())
-            .map_err(dm_err("table load", &name))
-            .and_then(|_| {
-                self.dm
-                    .device_suspend(&id, DmOptions::default())
-                    .map_err(dm_err("resume", &name))
-            })
-            .and_then(|_| {
-                if udev_running() {
-                    Ok(())
-                } else {
-                    create_nodes(vg, lv, &name, info.device(), lv.visible())
-                }
-            });
-        if let Err(cause) = loaded {
-            if let Err(rollback) = self
-                .dm
-                .device_remove(&id, DmOptions::default())
-                .map_err(dm_err("remove", &name))
-            {
-                return Err(ActivateError::Rollback {
-                    cause: Box::new(cause),
-                    rollback: Box::new(rollback),
-                });
-            }
-            return Err(cause);
-        }
-        Ok(Action::Done)
+        self.ensure(vg, lv, None, None, table, false).map(|_| Action::Done)
     }
 
     /// Loads a new table into an active LV (resize): load, suspend, resume.
@@ -420,7 +382,8 @@ fn pool_segment(vg: &Vg, pool: &str) -> Result<(Lv, ThinSegment)> {
 }
 
 impl Dm {
-    /// Activates one device if absent and returns its device number.
+    /// Activates one device (of `lv`, or its `layer`) if absent and returns
+    /// its device number; a half-made device is removed again on error.
     fn ensure(
         &self,
         vg: &Vg,

@@ -214,7 +214,7 @@ pub(crate) fn u64le(b: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
-    fn sample() -> PvLabel {
+    pub(super) fn sample() -> PvLabel {
         PvLabel {
             sector: 1,
             pv_uuid: Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap(),
@@ -273,7 +273,7 @@ mod fuzz_regressions {
     /// not survive a re-encode.
     #[test]
     fn version_zero_extension_has_no_flags() {
-        let mut l = PvLabel::decode(&tests_sample().encode().unwrap(), 1).unwrap();
+        let mut l = PvLabel::decode(&super::tests::sample().encode().unwrap(), 1).unwrap();
         l.ext_version = 0;
         let mut s = l.encode().unwrap();
         // Stray flag word where the extension would be.
@@ -285,28 +285,4 @@ mod fuzz_regressions {
         assert_eq!(PvLabel::decode(&d.encode().unwrap(), 1).unwrap(), d);
     }
 
-    fn tests_sample() -> PvLabel {
-        PvLabel {
-            sector: 1,
-            pv_uuid: Uuid::parse("BFTh2D-6SId-S4OY-a1fq-Sh33-4Ed6-W3yQgy").unwrap(),
-            device_size: 1 << 26,
-            data_areas: vec![DiskLocn {
-                offset: 1 << 20,
-                size: 0,
-            }],
-            metadata_areas: vec![
-                DiskLocn {
-                    offset: 4096,
-                    size: 1044480,
-                },
-                DiskLocn {
-                    offset: 66060288,
-                    size: 1 << 20,
-                },
-            ],
-            ext_version: 2,
-            ext_flags: PV_EXT_USED,
-            bootloader_areas: vec![],
-        }
-    }
 }
