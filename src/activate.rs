@@ -189,7 +189,8 @@ impl Dm {
         if self.info(&dm_uuid(vg, lv, None)).is_some() {
             return Ok(Action::AlreadyThere);
         }
-        self.ensure(vg, lv, None, None, table, false).map(|_| Action::Done)
+        self.ensure(vg, lv, None, None, table, false)
+            .map(|_| Action::Done)
     }
 
     /// Loads a new table into an active LV (resize): load, suspend, resume.

@@ -284,5 +284,4 @@ mod fuzz_regressions {
         assert_eq!(d.ext_flags, 0);
         assert_eq!(PvLabel::decode(&d.encode().unwrap(), 1).unwrap(), d);
     }
-
 }

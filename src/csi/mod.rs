@@ -3,6 +3,7 @@
 //! Node services).
 
 pub mod config;
+pub mod engine;
 pub mod identity;
 
 use std::path::Path;
