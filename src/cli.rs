@@ -230,6 +230,20 @@ pub enum Cmd {
         #[arg(required = true)]
         vgs: Vec<String>,
     },
+    /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
+    Node {
+        /// Device classes, in TopoLVM's lvmd.yaml shape.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "node-name")]
+        node_name: String,
+        /// unix:///path/to/csi.sock
+        #[arg(long = "csi-endpoint")]
+        csi_endpoint: String,
+        /// Also serve the Controller service for this one node, without Kubernetes.
+        #[arg(long)]
+        standalone: bool,
+    },
     /// Check VG metadata consistency; --updatemetadata rewrites every copy.
     Vgck {
         #[arg(long)]
@@ -849,8 +863,78 @@ pub fn run(cli: Cli) -> Result<()> {
             updatemetadata,
             vgs,
         } => vgck(&host, updatemetadata, &vgs)?,
+        Cmd::Node {
+            config,
+            node_name,
+            csi_endpoint,
+            standalone,
+        } => serve_node(host, &config, node_name, &csi_endpoint, standalone)?,
     }
     Ok(())
+}
+
+fn serve_node(
+    host: Host,
+    config: &std::path::Path,
+    node: String,
+    endpoint: &str,
+    standalone: bool,
+) -> Result<()> {
+    use crate::csi::{
+        config::NodeConfig, controller::ControllerService, engine::NodeEngine,
+        identity::IdentityService, node::NodeService,
+    };
+    use ferrolvm_csi::v1::{
+        controller_server::ControllerServer, identity_server::IdentityServer,
+        node_server::NodeServer,
+    };
+    let cfg = NodeConfig::load(config).map_err(|e| usage(e.to_string()))?;
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .ok_or_else(|| {
+            usage(format!(
+                "--csi-endpoint must be unix:///path, not {endpoint:?}"
+            ))
+        })?;
+    let path = std::path::PathBuf::from(path);
+    let vgs = cfg
+        .device_classes
+        .iter()
+        .map(|d| d.volume_group.clone())
+        .collect();
+    let probe = IdentityService::node_probe(vgs, host.clone());
+    let engine = std::sync::Arc::new(NodeEngine::new(host, cfg));
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| EngineError::Refused(format!("starting the runtime: {e}")))?;
+    rt.block_on(async move {
+        let mut router = tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(IdentityService::new(probe, standalone)))
+            .add_service(NodeServer::new(NodeService {
+                engine: engine.clone(),
+                node: node.clone(),
+            }));
+        if standalone {
+            router = router.add_service(ControllerServer::new(ControllerService {
+                engine,
+                node: node.clone(),
+            }));
+        }
+        tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down after in-flight calls");
+        };
+        crate::csi::serve_unix(&path, router, shutdown)
+            .await
+            .map_err(|e| EngineError::Refused(format!("serving {}: {e}", path.display())))
+    })
 }
 
 fn resize(

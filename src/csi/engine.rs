@@ -150,7 +150,24 @@ impl NodeEngine {
         let mut out = Vec::new();
         for c in &self.config.device_classes {
             let vg = self.read_vg(&c.volume_group)?;
-            out.extend(vg.lvs.iter().filter_map(|l| to_volume(&vg, l, &c.name)));
+            // Classes may share a VG (thick, and thin in a pool of it): each lists its own.
+            let pool = c
+                .thin_pool
+                .as_ref()
+                .filter(|_| c.class_type == ClassType::Thin)
+                .map(|p| p.name.as_str());
+            let mine = |l: &&Lv| match l.segments.first().and_then(|s| s.thin.as_ref()) {
+                Some(ferrolvm_metadata::ThinSegment::Thin { thin_pool, .. }) => {
+                    Some(thin_pool.as_str()) == pool
+                }
+                _ => pool.is_none(),
+            };
+            out.extend(
+                vg.lvs
+                    .iter()
+                    .filter(mine)
+                    .filter_map(|l| to_volume(&vg, l, &c.name)),
+            );
         }
         Ok(out)
     }
@@ -325,14 +342,20 @@ impl NodeEngine {
         }
         drop(s);
         for (job, lv) in found {
-            let r = volumes::set_active(&self.host, &vg_name, Some(std::slice::from_ref(&lv)), true, true)
-                .map_err(VolumeError::from)
-                .and_then(|_| self.read_vg(&vg_name))
-                .and_then(|vg| {
-                    vg.lv(&lv)
-                        .and_then(|l| to_volume(&vg, l, &job.class.name))
-                        .ok_or_else(|| VolumeError::NotFound(lv.clone()))
-                });
+            let r = volumes::set_active(
+                &self.host,
+                &vg_name,
+                Some(std::slice::from_ref(&lv)),
+                true,
+                true,
+            )
+            .map_err(VolumeError::from)
+            .and_then(|_| self.read_vg(&vg_name))
+            .and_then(|vg| {
+                vg.lv(&lv)
+                    .and_then(|l| to_volume(&vg, l, &job.class.name))
+                    .ok_or_else(|| VolumeError::NotFound(lv.clone()))
+            });
             let _ = job.reply.send(r);
         }
         for job in thin {
@@ -383,6 +406,21 @@ impl NodeEngine {
         vg.lv(&lv_name)
             .and_then(|l| to_volume(&vg, l, &job.class.name))
             .ok_or(VolumeError::NotFound(lv_name))
+    }
+
+    /// Activates the volume if needed and returns its device node.
+    pub fn ensure_active(&self, v: &Volume) -> Result<std::path::PathBuf, VolumeError> {
+        let path = crate::activate::mapper_path(&crate::activate::dm_name(&v.vg, &v.lv, None));
+        if !path.exists() {
+            volumes::set_active(
+                &self.host,
+                &v.vg,
+                Some(std::slice::from_ref(&v.lv)),
+                true,
+                true,
+            )?;
+        }
+        Ok(path)
     }
 
     /// Removes a volume; an unknown id is not an error (CSI's DeleteVolume).

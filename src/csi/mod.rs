@@ -3,8 +3,10 @@
 //! Node services).
 
 pub mod config;
+pub mod controller;
 pub mod engine;
 pub mod identity;
+pub mod node;
 
 use std::path::Path;
 

@@ -7,6 +7,7 @@
 //! - `run-script FILE`: FILE run by `/bin/sh` as root in the same kind of VM.
 //! - `demo`: a walk through the main job, step by step.
 //! - `bench [N]`: `benches/vm_activate.rs` in the VM (ferrolvm vs lvm2).
+//! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
 
 mod cpio;
 mod image;
@@ -17,6 +18,32 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 const DEMO: &str = include_str!("demo.sh");
+const SANITY: &str = include_str!("sanity.sh");
+
+/// csi-sanity, built with `go install` into the cache once (or taken from
+/// FERROLVM_CSI_SANITY).
+fn csi_sanity() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("FERROLVM_CSI_SANITY")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+    {
+        return Ok(p);
+    }
+    let bin = cache_dir().join("bin");
+    let exe = bin.join("csi-sanity");
+    if !exe.exists() {
+        eprintln!("vm-tests: go install csi-sanity@v5.4.0");
+        image::run(
+            Command::new("go")
+                .args([
+                    "install",
+                    "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@v5.4.0",
+                ])
+                .env("GOBIN", &bin),
+        )?;
+    }
+    Ok(exe)
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,16 +114,41 @@ fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, Stri
     for (name, exe) in test_bins {
         extra.push((format!("/usr/local/bin/{name}-tests"), exe));
     }
-    if let Some(sanity) = std::env::var_os("FERROLVM_CSI_SANITY")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
+    // csi-sanity is on PATH whenever it was built, for run-script too.
+    if let Some(sanity) = SANITY_BIN.get().cloned().or_else(|| csi_sanity().ok()) {
         extra.push(("/usr/local/bin/csi-sanity".into(), sanity));
     }
     let initrd = cache.join("initramfs.cpio");
     image::initramfs(&cache, &moddir, &extra, payload, &initrd)?;
     eprintln!("vm-tests: booting {} under TCG", kernel.display());
     qemu::boot(&kernel, &initrd, 2048, Duration::from_secs(45 * 60), echo)
+}
+
+static SANITY_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sums csi-sanity's `N Passed | N Failed` lines.
+fn summarize_sanity(lines: &[String]) -> (u64, u64) {
+    let (mut passed, mut failed) = (0, 0);
+    for l in lines {
+        if let Some(rest) = l
+            .split("SUCCESS! -- ")
+            .nth(1)
+            .or_else(|| l.split("FAIL! -- ").nth(1))
+        {
+            let num = |word: &str| {
+                rest.split('|')
+                    .find_map(|p| {
+                        p.trim()
+                            .strip_suffix(word)
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            passed += num("Passed");
+            failed += num("Failed");
+        }
+    }
+    (passed, failed)
 }
 
 fn summarize(lines: &[String]) -> (u64, u64) {
@@ -159,6 +211,18 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Some("csi-sanity") => csi_sanity().and_then(|exe| {
+            let _ = SANITY_BIN.set(exe);
+            boot(SANITY, &[], true).and_then(|o| {
+                let (passed, failed) = summarize_sanity(&o.lines);
+                println!("{passed} passed, {failed} failed");
+                match o.code {
+                    Some(0) if failed == 0 && passed > 0 => Ok(()),
+                    Some(0) => Err("csi-sanity ran no test".into()),
+                    _ => Err("csi-sanity failed in the VM".into()),
+                }
+            })
+        }),
         Some("demo") => boot(DEMO, &[], true).and_then(|o| {
             if o.code == Some(0) {
                 Ok(())
@@ -167,7 +231,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N]"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | csi-sanity"
                 .into(),
         ),
     };

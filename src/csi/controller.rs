@@ -1,0 +1,380 @@
+//! CSI Controller service in standalone mode: acts on this node's engine
+//! directly (the Kubernetes-backed controller of a later issue will create
+//! LogicalVolume resources instead). Request validation and gRPC codes live
+//! here; the engine below returns typed errors.
+
+use std::sync::Arc;
+
+use ferrolvm_csi::v1::controller_server::Controller;
+use ferrolvm_csi::v1::controller_service_capability::{self, rpc};
+use ferrolvm_csi::v1::volume_capability::{access_mode, AccessType};
+use ferrolvm_csi::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::engine::{NodeEngine, Volume, VolumeError};
+
+pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
+pub const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
+const DEFAULT_SIZE: u64 = 1 << 30;
+
+pub struct ControllerService {
+    pub engine: Arc<NodeEngine>,
+    pub node: String,
+}
+
+pub fn to_status(e: VolumeError) -> Status {
+    match e {
+        VolumeError::UnknownClass(c) => {
+            Status::invalid_argument(format!("unknown device class {c:?}"))
+        }
+        VolumeError::Conflict { .. } => Status::already_exists(e.to_string()),
+        VolumeError::NoSpace { .. } => Status::resource_exhausted(e.to_string()),
+        VolumeError::NotFound(_) => Status::not_found(e.to_string()),
+        VolumeError::Engine(err) => Status::internal(err.to_string()),
+    }
+}
+
+/// Runs blocking engine work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VolumeError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(to_status)
+}
+
+pub fn topology(node: &str) -> Vec<Topology> {
+    vec![Topology {
+        segments: [(TOPOLOGY_KEY.to_string(), node.to_string())]
+            .into_iter()
+            .collect(),
+    }]
+}
+
+/// Checks capabilities: an access type, and a single-node access mode.
+pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
+    if caps.is_empty() {
+        return Err(Status::invalid_argument("volume capabilities missing"));
+    }
+    for c in caps {
+        if c.access_type.is_none() {
+            return Err(Status::invalid_argument(
+                "a volume capability needs an access type (block or mount)",
+            ));
+        }
+        let mode = c.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
+        let single = [
+            access_mode::Mode::SingleNodeWriter,
+            access_mode::Mode::SingleNodeReaderOnly,
+            access_mode::Mode::SingleNodeSingleWriter,
+            access_mode::Mode::SingleNodeMultiWriter,
+        ]
+        .iter()
+        .any(|m| *m as i32 == mode);
+        if !single {
+            return Err(Status::invalid_argument(
+                "only single-node access modes are supported: volumes are node-local",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `(required, limit)` from a capacity range, with CSI's rules.
+fn range(r: Option<&CapacityRange>) -> Result<(u64, u64), Status> {
+    let (req, lim) = r
+        .map(|r| (r.required_bytes, r.limit_bytes))
+        .unwrap_or((0, 0));
+    if req < 0 || lim < 0 {
+        return Err(Status::invalid_argument(
+            "capacity range must not be negative",
+        ));
+    }
+    if lim > 0 && lim < req {
+        return Err(Status::invalid_argument(
+            "capacity limit is below the required capacity",
+        ));
+    }
+    let mut required = if req == 0 && lim == 0 {
+        DEFAULT_SIZE
+    } else {
+        req as u64
+    };
+    if required == 0 {
+        required = (lim as u64).min(DEFAULT_SIZE);
+    }
+    Ok((required.div_ceil(4096) * 4096, lim as u64))
+}
+
+fn csi_volume(v: &Volume, node: &str) -> ferrolvm_csi::v1::Volume {
+    ferrolvm_csi::v1::Volume {
+        capacity_bytes: v.bytes as i64,
+        volume_id: v.id.clone(),
+        accessible_topology: topology(node),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("volume name missing"));
+        }
+        check_capabilities(&r.volume_capabilities)?;
+        if r.volume_content_source.is_some() {
+            return Err(Status::invalid_argument(
+                "creating a volume from a snapshot or volume is not supported yet",
+            ));
+        }
+        let (required, limit) = range(r.capacity_range.as_ref())?;
+        if let Some(req) = &r.accessibility_requirements {
+            let ours = |t: &Topology| t.segments.get(TOPOLOGY_KEY).is_none_or(|n| *n == self.node);
+            if !req.requisite.is_empty() && !req.requisite.iter().any(ours) {
+                return Err(Status::resource_exhausted(format!(
+                    "this driver serves node {} only",
+                    self.node
+                )));
+            }
+        }
+        let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
+        let engine = self.engine.clone();
+        let name = r.name.clone();
+        let v = blocking(move || engine.create(&name, class.as_deref(), required, limit)).await?;
+        if limit > 0 && v.bytes > limit {
+            return Err(Status::out_of_range(format!(
+                "the smallest volume that fits is {} bytes, over the limit of {limit}",
+                v.bytes
+            )));
+        }
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(csi_volume(&v, &self.node)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let id = req.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("volume id missing"));
+        }
+        let engine = self.engine.clone();
+        blocking(move || engine.delete(&id)).await?;
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "volumes are node-local: nothing to publish",
+        ))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "volumes are node-local: nothing to unpublish",
+        ))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume id missing"));
+        }
+        if r.volume_capabilities.is_empty() {
+            return Err(Status::invalid_argument("volume capabilities missing"));
+        }
+        let engine = self.engine.clone();
+        let id = r.volume_id.clone();
+        blocking(move || engine.find(&id))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
+        let confirmed = check_capabilities(&r.volume_capabilities).is_ok().then(|| {
+            validate_volume_capabilities_response::Confirmed {
+                volume_context: r.volume_context.clone(),
+                volume_capabilities: r.volume_capabilities.clone(),
+                parameters: r.parameters.clone(),
+                mutable_parameters: r.mutable_parameters.clone(),
+            }
+        });
+        Ok(Response::new(ValidateVolumeCapabilitiesResponse {
+            confirmed,
+            message: String::new(),
+        }))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let r = req.into_inner();
+        if r.max_entries < 0 {
+            return Err(Status::invalid_argument("max_entries must not be negative"));
+        }
+        let start: usize = if r.starting_token.is_empty() {
+            0
+        } else {
+            r.starting_token.parse().map_err(|_| {
+                Status::aborted(format!("invalid starting token {:?}", r.starting_token))
+            })?
+        };
+        let engine = self.engine.clone();
+        let mut all = blocking(move || engine.list()).await?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        if start > all.len() {
+            return Err(Status::aborted(format!(
+                "starting token {start} is past the end"
+            )));
+        }
+        let take = if r.max_entries == 0 {
+            all.len()
+        } else {
+            r.max_entries as usize
+        };
+        let page: Vec<_> = all[start..].iter().take(take).collect();
+        let next = start + page.len();
+        Ok(Response::new(ListVolumesResponse {
+            entries: page
+                .iter()
+                .map(|v| list_volumes_response::Entry {
+                    volume: Some(csi_volume(v, &self.node)),
+                    status: None,
+                })
+                .collect(),
+            next_token: if next < all.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        req: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let r = req.into_inner();
+        if let Some(t) = &r.accessible_topology {
+            if t.segments
+                .get(TOPOLOGY_KEY)
+                .is_some_and(|n| *n != self.node)
+            {
+                return Ok(Response::new(GetCapacityResponse {
+                    available_capacity: 0,
+                    ..Default::default()
+                }));
+            }
+        }
+        let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
+        let engine = self.engine.clone();
+        let bytes = blocking(move || engine.capacity(class.as_deref())).await?;
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: bytes as i64,
+            ..Default::default()
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let cap = |t: rpc::Type| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: t as i32 },
+            )),
+        };
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities: vec![
+                cap(rpc::Type::CreateDeleteVolume),
+                cap(rpc::Type::GetCapacity),
+                cap(rpc::Type::ListVolumes),
+                cap(rpc::Type::ExpandVolume),
+            ],
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not served yet"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not served yet"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not served yet"))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not served yet"))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume id missing"));
+        }
+        let cr = r
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("capacity range missing"))?;
+        let (required, _) = range(Some(cr))?;
+        let block = r
+            .volume_capability
+            .as_ref()
+            .is_some_and(|c| matches!(c.access_type, Some(AccessType::Block(_))));
+        let engine = self.engine.clone();
+        let id = r.volume_id.clone();
+        let bytes = blocking(move || engine.expand(&id, required)).await?;
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: bytes as i64,
+            node_expansion_required: !block,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        _: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        Err(Status::unimplemented("ControllerGetVolume is not offered"))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "ControllerModifyVolume is not offered",
+        ))
+    }
+}
