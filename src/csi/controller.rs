@@ -11,7 +11,7 @@ use ferrolvm_csi::v1::volume_capability::{access_mode, AccessType};
 use ferrolvm_csi::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::engine::{NodeEngine, Volume, VolumeError};
+use super::engine::{NodeEngine, Snapshot, Source, Volume, VolumeError};
 
 pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
 pub const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
@@ -30,6 +30,7 @@ pub fn to_status(e: VolumeError) -> Status {
         VolumeError::Conflict { .. } => Status::already_exists(e.to_string()),
         VolumeError::NoSpace { .. } => Status::resource_exhausted(e.to_string()),
         VolumeError::NotFound(_) => Status::not_found(e.to_string()),
+        VolumeError::NotThin(_) => Status::invalid_argument(e.to_string()),
         VolumeError::Engine(err) => Status::internal(err.to_string()),
     }
 }
@@ -107,6 +108,20 @@ fn range(r: Option<&CapacityRange>) -> Result<(u64, u64), Status> {
     Ok((required.div_ceil(4096) * 4096, lim as u64))
 }
 
+fn csi_snapshot(s: &Snapshot) -> ferrolvm_csi::v1::Snapshot {
+    ferrolvm_csi::v1::Snapshot {
+        size_bytes: s.bytes as i64,
+        snapshot_id: s.id.clone(),
+        source_volume_id: s.source.clone(),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: s.created as i64,
+            nanos: 0,
+        }),
+        ready_to_use: true,
+        group_snapshot_id: String::new(),
+    }
+}
+
 fn csi_volume(v: &Volume, node: &str) -> ferrolvm_csi::v1::Volume {
     ferrolvm_csi::v1::Volume {
         capacity_bytes: v.bytes as i64,
@@ -127,11 +142,19 @@ impl Controller for ControllerService {
             return Err(Status::invalid_argument("volume name missing"));
         }
         check_capabilities(&r.volume_capabilities)?;
-        if r.volume_content_source.is_some() {
-            return Err(Status::invalid_argument(
-                "creating a volume from a snapshot or volume is not supported yet",
-            ));
-        }
+        let source = match r
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref())
+        {
+            None => None,
+            Some(volume_content_source::Type::Snapshot(s)) => {
+                Some(Source::Snapshot(s.snapshot_id.clone()))
+            }
+            Some(volume_content_source::Type::Volume(v)) => {
+                Some(Source::Volume(v.volume_id.clone()))
+            }
+        };
         let (required, limit) = range(r.capacity_range.as_ref())?;
         if let Some(req) = &r.accessibility_requirements {
             let ours = |t: &Topology| t.segments.get(TOPOLOGY_KEY).is_none_or(|n| *n == self.node);
@@ -145,15 +168,21 @@ impl Controller for ControllerService {
         let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
         let engine = self.engine.clone();
         let name = r.name.clone();
-        let v = blocking(move || engine.create(&name, class.as_deref(), required, limit)).await?;
+        let v = blocking(move || match source {
+            None => engine.create(&name, class.as_deref(), required, limit),
+            Some(src) => engine.create_from(&name, class.as_deref(), required, limit, &src),
+        })
+        .await?;
         if limit > 0 && v.bytes > limit {
             return Err(Status::out_of_range(format!(
                 "the smallest volume that fits is {} bytes, over the limit of {limit}",
                 v.bytes
             )));
         }
+        let mut volume = csi_volume(&v, &self.node);
+        volume.content_source = r.volume_content_source.clone();
         Ok(Response::new(CreateVolumeResponse {
-            volume: Some(csi_volume(&v, &self.node)),
+            volume: Some(volume),
         }))
     }
 
@@ -304,29 +333,91 @@ impl Controller for ControllerService {
                 cap(rpc::Type::GetCapacity),
                 cap(rpc::Type::ListVolumes),
                 cap(rpc::Type::ExpandVolume),
+                cap(rpc::Type::CreateDeleteSnapshot),
+                cap(rpc::Type::ListSnapshots),
+                cap(rpc::Type::CloneVolume),
             ],
         }))
     }
 
     async fn create_snapshot(
         &self,
-        _: Request<CreateSnapshotRequest>,
+        req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not served yet"))
+        let r = req.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("snapshot name missing"));
+        }
+        if r.source_volume_id.is_empty() {
+            return Err(Status::invalid_argument("source volume id missing"));
+        }
+        let engine = self.engine.clone();
+        let s = blocking(move || engine.create_snapshot(&r.name, &r.source_volume_id)).await?;
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(csi_snapshot(&s)),
+        }))
     }
 
     async fn delete_snapshot(
         &self,
-        _: Request<DeleteSnapshotRequest>,
+        req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not served yet"))
+        let id = req.into_inner().snapshot_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("snapshot id missing"));
+        }
+        let engine = self.engine.clone();
+        blocking(move || engine.delete_snapshot(&id)).await?;
+        Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<ListSnapshotsRequest>,
+        req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not served yet"))
+        let r = req.into_inner();
+        if r.max_entries < 0 {
+            return Err(Status::invalid_argument("max_entries must not be negative"));
+        }
+        let start: usize = if r.starting_token.is_empty() {
+            0
+        } else {
+            r.starting_token.parse().map_err(|_| {
+                Status::aborted(format!("invalid starting token {:?}", r.starting_token))
+            })?
+        };
+        let engine = self.engine.clone();
+        let mut all = blocking(move || engine.snapshots()).await?;
+        all.retain(|s| {
+            (r.snapshot_id.is_empty() || s.id == r.snapshot_id)
+                && (r.source_volume_id.is_empty() || s.source == r.source_volume_id)
+        });
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        if start > all.len() {
+            return Err(Status::aborted(format!(
+                "starting token {start} is past the end"
+            )));
+        }
+        let take = if r.max_entries == 0 {
+            all.len()
+        } else {
+            r.max_entries as usize
+        };
+        let page: Vec<_> = all[start..].iter().take(take).collect();
+        let next = start + page.len();
+        Ok(Response::new(ListSnapshotsResponse {
+            entries: page
+                .iter()
+                .map(|s| list_snapshots_response::Entry {
+                    snapshot: Some(csi_snapshot(s)),
+                })
+                .collect(),
+            next_token: if next < all.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
     }
 
     async fn get_snapshot(
