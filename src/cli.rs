@@ -904,7 +904,36 @@ fn serve_node(
         .map(|d| d.volume_group.clone())
         .collect();
     let probe = IdentityService::node_probe(vgs, host.clone());
-    let engine = std::sync::Arc::new(NodeEngine::new(host, cfg));
+    let watched: Vec<String> = cfg
+        .device_classes
+        .iter()
+        .map(|d| d.volume_group.clone())
+        .collect();
+    let engine = std::sync::Arc::new(NodeEngine::new(host.clone(), cfg));
+    // Changes by anyone (lvm2 on the host included) show up within a second.
+    let e = engine.clone();
+    let _watcher = crate::csi::watch::watch(
+        host,
+        watched,
+        std::time::Duration::from_millis(500),
+        move |vg, seqno| {
+            for c in e
+                .config
+                .device_classes
+                .iter()
+                .filter(|c| c.volume_group == vg)
+            {
+                match e.capacity(Some(&c.name)) {
+                    Ok(bytes) => {
+                        tracing::info!(vg, seqno, class = %c.name, capacity = bytes, "volume group changed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(vg, seqno, class = %c.name, %err, "volume group changed; capacity unknown")
+                    }
+                }
+            }
+        },
+    );
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| EngineError::Refused(format!("starting the runtime: {e}")))?;
     rt.block_on(async move {

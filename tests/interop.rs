@@ -383,3 +383,36 @@ fn devices_file_is_honoured_both_ways() {
     );
     tool(true, &["vgck", "df-vg"]);
 }
+
+/// The node's change watcher notices lvm2's and ferrolvm's commits within a
+/// second, reading only mda headers while nothing changes.
+#[test]
+fn change_watcher_sees_lvm2_within_a_second() {
+    let l = Loops::new(2, 64);
+    l.lvm_ok(&["vgcreate", "watch-vg", l.dev(0), l.dev(1)]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = ferrolvm::host::Host::load(Some(l.devs.clone()));
+    let _w = ferrolvm::csi::watch::watch(
+        host,
+        vec!["watch-vg".into()],
+        Duration::from_millis(100),
+        move |vg, seqno| {
+            let _ = tx.send((vg.to_string(), seqno));
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "no change yet, no event");
+    let before = l.seqno("watch-vg");
+    l.lvm_ok(&[
+        "lvcreate", "-an", "-Zn", "-n", "by-lvm", "-L", "4m", "watch-vg",
+    ]);
+    let (vg, seqno) = rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("lvm2's change was not seen within a second");
+    assert_eq!((vg.as_str(), seqno as u64), ("watch-vg", before + 1));
+    l.ferro_ok(&["lvcreate", "-an", "-n", "by-ferro", "-L", "4m", "watch-vg"]);
+    let (_, seqno) = rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("ferrolvm's change was not seen within a second");
+    assert_eq!(seqno as u64, before + 2);
+}

@@ -82,6 +82,35 @@ pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
     Ok(())
 }
 
+pub const FSTYPE_PARAM: &str = "csi.storage.k8s.io/fstype";
+
+/// Smallest volume a filesystem (or a block volume) is made on, as TopoLVM's defaults.
+pub fn minimum_size(
+    caps: &[VolumeCapability],
+    params: &std::collections::HashMap<String, String>,
+) -> u64 {
+    const MI: u64 = 1 << 20;
+    if caps
+        .iter()
+        .any(|c| matches!(c.access_type, Some(AccessType::Block(_))))
+    {
+        return 8 * MI;
+    }
+    let fs = caps
+        .iter()
+        .find_map(|c| match &c.access_type {
+            Some(AccessType::Mount(m)) if !m.fs_type.is_empty() => Some(m.fs_type.clone()),
+            _ => None,
+        })
+        .or_else(|| params.get(FSTYPE_PARAM).cloned())
+        .unwrap_or_else(|| "ext4".into());
+    match fs.as_str() {
+        "xfs" => 300 * MI,
+        "btrfs" => 200 * MI,
+        _ => 32 * MI,
+    }
+}
+
 /// `(required, limit)` from a capacity range, with CSI's rules.
 fn range(r: Option<&CapacityRange>) -> Result<(u64, u64), Status> {
     let (req, lim) = r
@@ -156,6 +185,12 @@ impl Controller for ControllerService {
             }
         };
         let (required, limit) = range(r.capacity_range.as_ref())?;
+        let required = required.max(minimum_size(&r.volume_capabilities, &r.parameters));
+        if limit > 0 && required > limit {
+            return Err(Status::out_of_range(format!(
+                "the filesystem needs at least {required} bytes, over the limit of {limit}"
+            )));
+        }
         if let Some(req) = &r.accessibility_requirements {
             let ours = |t: &Topology| t.segments.get(TOPOLOGY_KEY).is_none_or(|n| *n == self.node);
             if !req.requisite.is_empty() && !req.requisite.iter().any(ours) {
@@ -467,5 +502,84 @@ impl Controller for ControllerService {
         Err(Status::unimplemented(
             "ControllerModifyVolume is not offered",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolvm_csi::v1::volume_capability::{BlockVolume, MountVolume};
+
+    fn cap(access: AccessType) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(access),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: access_mode::Mode::SingleNodeWriter as i32,
+            }),
+        }
+    }
+
+    #[test]
+    fn capacity_ranges_follow_csi() {
+        let r = |req: i64, lim: i64| {
+            range(Some(&CapacityRange {
+                required_bytes: req,
+                limit_bytes: lim,
+            }))
+        };
+        assert_eq!(range(None).unwrap(), (1 << 30, 0), "1 GiB by default");
+        assert_eq!(r(1, 0).unwrap(), (4096, 0), "rounded up to 4 KiB");
+        assert_eq!(
+            r(0, 1 << 20).unwrap(),
+            (1 << 20, 1 << 20),
+            "a small limit caps the default"
+        );
+        assert_eq!(r(-1, 0).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(r(10, 5).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn minimums_per_filesystem() {
+        let none = std::collections::HashMap::new();
+        let mount = |fs: &str| {
+            cap(AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(
+            minimum_size(&[cap(AccessType::Block(BlockVolume {}))], &none),
+            8 << 20
+        );
+        assert_eq!(minimum_size(&[mount("xfs")], &none), 300 << 20);
+        assert_eq!(minimum_size(&[mount("btrfs")], &none), 200 << 20);
+        assert_eq!(
+            minimum_size(&[mount("")], &none),
+            32 << 20,
+            "ext4 by default"
+        );
+        let xfs: std::collections::HashMap<_, _> = [(FSTYPE_PARAM.to_string(), "xfs".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            minimum_size(&[mount("")], &xfs),
+            300 << 20,
+            "the StorageClass parameter counts"
+        );
+        assert!(check_capabilities(&[mount("ext4")]).is_ok());
+        let multi = VolumeCapability {
+            access_mode: Some(volume_capability::AccessMode {
+                mode: access_mode::Mode::MultiNodeMultiWriter as i32,
+            }),
+            ..mount("ext4")
+        };
+        assert_eq!(
+            check_capabilities(&[multi]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            check_capabilities(&[]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

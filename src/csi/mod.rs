@@ -7,6 +7,7 @@ pub mod controller;
 pub mod engine;
 pub mod identity;
 pub mod node;
+pub mod watch;
 
 use std::path::Path;
 
