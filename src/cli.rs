@@ -244,6 +244,14 @@ pub enum Cmd {
         #[arg(long)]
         standalone: bool,
     },
+    /// Talk to a running `ferrolvm node` as a CSI client would.
+    Csi {
+        /// unix:///path/to/csi.sock
+        #[arg(long = "csi-endpoint")]
+        csi_endpoint: String,
+        #[command(subcommand)]
+        call: crate::csi::client::CsiCmd,
+    },
     /// Check VG metadata consistency; --updatemetadata rewrites every copy.
     Vgck {
         #[arg(long)]
@@ -869,6 +877,9 @@ pub fn run(cli: Cli) -> Result<()> {
             csi_endpoint,
             standalone,
         } => serve_node(host, &config, node_name, &csi_endpoint, standalone)?,
+        Cmd::Csi { csi_endpoint, call } => {
+            crate::csi::client::run(&csi_endpoint, call).map_err(EngineError::Refused)?
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! service exists so far (issue #4 tracks the node engine, Controller and
 //! Node services).
 
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod engine;

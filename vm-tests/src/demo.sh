@@ -58,6 +58,47 @@ ferrolvm lvextend -L +1g demo/thin
 resize2fs /dev/demo/thin >/dev/null 2>&1
 df -h /mnt/thin | tail -1
 
+step "The CSI driver: ferrolvm node --standalone serves Identity, Controller and Node on a socket"
+printf 'device-classes:\n  - {name: thick, volume-group: demo, default: true, spare-gb: 0}\n  - {name: thin, volume-group: demo, type: thin, thin-pool: {name: pool, overprovision-ratio: 40.0}}\n' > /tmp/node.yaml
+cat /tmp/node.yaml
+ferrolvm node --config /tmp/node.yaml --node-name demo-node --csi-endpoint unix:///tmp/csi.sock --standalone &
+NODE=$!
+for i in $(seq 100); do [ -S /tmp/csi.sock ] && break; sleep 0.1; done
+csi() { ferrolvm csi --csi-endpoint unix:///tmp/csi.sock "$@"; }
+
+step "CreateVolume pvc-demo (thin class, 100 MiB), then NodePublishVolume at /mnt/csi (mkfs ext4 + mount)"
+OUT=$(csi create-volume pvc-demo --bytes 104857600 --class thin)
+set -- $OUT; VOL=$1
+echo "volume id $VOL, $2 bytes"
+csi publish "$VOL" /mnt/csi
+echo "written through CSI" > /mnt/csi/note.txt && sync
+df -h /mnt/csi | tail -1
+lvs -o lv_name,lv_attr,lv_size,pool_lv,lv_tags demo
+
+step "ControllerExpandVolume + NodeExpandVolume to 200 MiB, online"
+csi expand "$VOL" 209715200 /mnt/csi
+df -h /mnt/csi | tail -1
+
+step "CreateSnapshot, change the file, then restore the snapshot into a new volume"
+SNAP=$(csi snapshot snap-demo "$VOL")
+echo "snapshot id $SNAP"
+echo "changed after the snapshot" > /mnt/csi/note.txt && sync
+OUT=$(csi create-volume pvc-restored --bytes 209715200 --class thin --from-snapshot "$SNAP")
+set -- $OUT; RESTORED=$1
+csi publish "$RESTORED" /mnt/restored
+echo "live volume says:     $(cat /mnt/csi/note.txt)"
+echo "restored volume says: $(cat /mnt/restored/note.txt)"
+lvs -o lv_name,lv_attr,lv_size,pool_lv,origin,data_percent demo
+
+step "NodeUnpublishVolume, DeleteSnapshot, DeleteVolume"
+csi unpublish "$RESTORED" /mnt/restored
+csi unpublish "$VOL" /mnt/csi
+csi delete-volume "$RESTORED"
+csi delete-snapshot "$SNAP"
+csi delete-volume "$VOL"
+kill -TERM $NODE; wait $NODE
+lvs -o lv_name,lv_attr,lv_size,pool_lv demo
+
 step "Clean up: unmount, ferrolvm lvremove, ferrolvm vgremove"
 umount /mnt/snap /mnt/thin /mnt/data
 for lv in thin-snap thin pool data fast; do ferrolvm lvremove demo/$lv; done
