@@ -70,7 +70,7 @@ fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
     let mut found = Vec::new();
     if !tests.is_empty() {
         // Benchmarks build with `cargo bench`, which implies --release.
-        let bench = tests.iter().any(|t| t.ends_with("_activate"));
+        let bench = tests.iter().any(|t| t.starts_with("vm_"));
         let mut cmd = Command::new("cargo");
         cmd.arg(if bench { "bench" } else { "test" });
         if !bench {
@@ -102,6 +102,16 @@ fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
 }
 
 fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, String> {
+    boot_with(payload, tests, echo, 2048)
+}
+
+/// `memory_mib` also bounds the guest's RAM-backed root, where loop files live.
+fn boot_with(
+    payload: &str,
+    tests: &[&str],
+    echo: bool,
+    memory_mib: u32,
+) -> Result<qemu::Outcome, String> {
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
     let (ferrolvm, test_bins) = build(tests)?;
@@ -121,7 +131,13 @@ fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, Stri
     let initrd = cache.join("initramfs.cpio");
     image::initramfs(&cache, &moddir, &extra, payload, &initrd)?;
     eprintln!("vm-tests: booting {} under TCG", kernel.display());
-    qemu::boot(&kernel, &initrd, 2048, Duration::from_secs(45 * 60), echo)
+    qemu::boot(
+        &kernel,
+        &initrd,
+        memory_mib,
+        Duration::from_secs(45 * 60),
+        echo,
+    )
 }
 
 static SANITY_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -211,6 +227,12 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Some("bench-csi") => {
+            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
+            let payload = format!("/usr/local/bin/vm_csi-tests {n}\n");
+            // 200 ext4 volumes with their journals need room on the guest's RAM-backed root.
+            boot_with(&payload, &["vm_csi"], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
+        }
         Some("csi-sanity") => csi_sanity().and_then(|exe| {
             let _ = SANITY_BIN.set(exe);
             boot(SANITY, &[], true).and_then(|o| {
@@ -231,7 +253,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | csi-sanity"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | csi-sanity"
                 .into(),
         ),
     };
