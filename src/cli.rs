@@ -244,6 +244,8 @@ pub enum Cmd {
         #[arg(long)]
         standalone: bool,
     },
+    /// The Kubernetes-backed CSI controller (not available yet; use `node --standalone`).
+    Controller,
     /// Talk to a running `ferrolvm node` as a CSI client would.
     Csi {
         /// unix:///path/to/csi.sock
@@ -877,6 +879,13 @@ pub fn run(cli: Cli) -> Result<()> {
             csi_endpoint,
             standalone,
         } => serve_node(host, &config, node_name, &csi_endpoint, standalone)?,
+        Cmd::Controller => {
+            return Err(EngineError::Refused(
+                "the Kubernetes-backed controller (LogicalVolume resources, CSIStorageCapacity, scheduler extender) is not built yet; \
+                 for a single node, run `ferrolvm node --standalone`"
+                    .into(),
+            ))
+        }
         Cmd::Csi { csi_endpoint, call } => {
             crate::csi::client::run(&csi_endpoint, call).map_err(EngineError::Refused)?
         }

@@ -17,8 +17,83 @@ pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
 pub const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
 const DEFAULT_SIZE: u64 = 1 << 30;
 
-pub struct ControllerService {
-    pub engine: Arc<NodeEngine>,
+/// What the Controller service needs from whatever places volumes: this
+/// node's engine in standalone mode; the Kubernetes API (LogicalVolume
+/// resources reconciled by each node) in the later `ferrolvm controller`.
+pub trait VolumeBackend: Send + Sync + 'static {
+    fn create(
+        &self,
+        name: &str,
+        class: Option<&str>,
+        required: u64,
+        limit: u64,
+    ) -> Result<Volume, VolumeError>;
+    fn create_from(
+        &self,
+        name: &str,
+        class: Option<&str>,
+        required: u64,
+        limit: u64,
+        source: &Source,
+    ) -> Result<Volume, VolumeError>;
+    fn delete(&self, id: &str) -> Result<bool, VolumeError>;
+    fn find(&self, id: &str) -> Result<Option<Volume>, VolumeError>;
+    fn list(&self) -> Result<Vec<Volume>, VolumeError>;
+    fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError>;
+    fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError>;
+    fn snapshots(&self) -> Result<Vec<Snapshot>, VolumeError>;
+    fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError>;
+    fn delete_snapshot(&self, id: &str) -> Result<bool, VolumeError>;
+}
+
+impl VolumeBackend for NodeEngine {
+    fn create(
+        &self,
+        name: &str,
+        class: Option<&str>,
+        required: u64,
+        limit: u64,
+    ) -> Result<Volume, VolumeError> {
+        NodeEngine::create(self, name, class, required, limit)
+    }
+    fn create_from(
+        &self,
+        name: &str,
+        class: Option<&str>,
+        required: u64,
+        limit: u64,
+        source: &Source,
+    ) -> Result<Volume, VolumeError> {
+        NodeEngine::create_from(self, name, class, required, limit, source)
+    }
+    fn delete(&self, id: &str) -> Result<bool, VolumeError> {
+        NodeEngine::delete(self, id)
+    }
+    fn find(&self, id: &str) -> Result<Option<Volume>, VolumeError> {
+        NodeEngine::find(self, id)
+    }
+    fn list(&self) -> Result<Vec<Volume>, VolumeError> {
+        NodeEngine::list(self)
+    }
+    fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError> {
+        NodeEngine::capacity(self, class)
+    }
+    fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError> {
+        NodeEngine::expand(self, id, bytes)
+    }
+    fn snapshots(&self) -> Result<Vec<Snapshot>, VolumeError> {
+        NodeEngine::snapshots(self)
+    }
+    fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError> {
+        NodeEngine::create_snapshot(self, name, source)
+    }
+    fn delete_snapshot(&self, id: &str) -> Result<bool, VolumeError> {
+        NodeEngine::delete_snapshot(self, id)
+    }
+}
+
+pub struct ControllerService<B: VolumeBackend = NodeEngine> {
+    pub engine: Arc<B>,
     pub node: String,
 }
 
@@ -161,7 +236,7 @@ fn csi_volume(v: &Volume, node: &str) -> ferrolvm_csi::v1::Volume {
 }
 
 #[tonic::async_trait]
-impl Controller for ControllerService {
+impl<B: VolumeBackend> Controller for ControllerService<B> {
     async fn create_volume(
         &self,
         req: Request<CreateVolumeRequest>,
