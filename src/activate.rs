@@ -762,6 +762,31 @@ impl Dm {
         Ok(true)
     }
 
+    /// Why the device named `name` is unusable, if it is: missing, suspended,
+    /// or reported failed by its target (a thin device over a failed pool
+    /// says `Fail`).
+    pub fn trouble(&self, name: &str) -> Option<String> {
+        let Ok(dname) = DmName::new(name) else {
+            return Some(format!("{name} is not a device-mapper name"));
+        };
+        let Ok(info) = self.dm.device_info(&DevId::Name(dname)) else {
+            return Some(format!("device-mapper device {name} is missing"));
+        };
+        if info.flags().contains(DmFlags::DM_SUSPEND) {
+            return Some(format!("device-mapper device {name} is suspended"));
+        }
+        let failed = self
+            .dm
+            .table_status(&DevId::Name(dname), DmOptions::default())
+            .map(|(_, lines)| {
+                lines
+                    .iter()
+                    .any(|(_, _, _, st)| st.split_whitespace().any(|w| w == "Fail"))
+            })
+            .unwrap_or(false);
+        failed.then(|| format!("device-mapper device {name} reports a failure"))
+    }
+
     /// Mapped sectors of an active thin LV (its `thin` status).
     pub fn thin_mapped(&self, vg: &Vg, lv: &Lv) -> Option<u64> {
         let uuid = dm_uuid(vg, lv, None);

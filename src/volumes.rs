@@ -316,6 +316,40 @@ pub fn create_thin(
     Ok(s.vg)
 }
 
+/// Several thin LVs in one pool transaction (group commit for thin
+/// classes): the same protocol as `create_thin`, with one message each.
+pub fn create_thins(
+    host: &Host,
+    vg_name: &str,
+    pool: &str,
+    activate: bool,
+    plan: impl FnOnce(&Vg) -> Result<Vec<(NewLv, u32)>>,
+) -> Result<Vg> {
+    let dm = Dm::open()?;
+    let mut s = Session::open(host, vg_name)?;
+    let items = plan(&s.vg)?;
+    let names: Vec<String> = items.iter().map(|(n, _)| n.name.clone()).collect();
+    ensure_pool(&mut s, &dm, pool)?;
+    let mut vg = s.vg.clone();
+    ops::create_thins(&mut vg, pool, items)?;
+    s.commit(
+        vg,
+        format!(
+            "Write from ferrolvm: thin LVs {} in {vg_name}/{pool}.",
+            names.join(", ")
+        ),
+    )?;
+    failpoint::hit("thin-queued");
+    let tpool = ensure_pool(&mut s, &dm, pool)?;
+    if activate {
+        for name in &names {
+            let lv = s.vg.lv(name).expect("created").clone();
+            dm.activate_thin(&s.vg, &lv, tpool)?;
+        }
+    }
+    Ok(s.vg)
+}
+
 /// Resizes to the extents `plan` returns (from the VG as read under the
 /// lock, given the current extent count), growing or shrinking, reloading
 /// an active LV in the safe order. Returns the old and new extent counts.

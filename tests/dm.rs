@@ -828,3 +828,77 @@ fn csi_engine_group_commit_idempotency_and_restart() {
     l.assert_vgck_clean("cvg");
     l.ferro_ok(&["vgremove", "-f", "cvg"]);
 }
+
+/// NodeGetVolumeStats reports a suspended or missing device as abnormal.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn volume_condition_follows_the_device() {
+    let l = Loops::with_dm(1, 64);
+    l.ferro_ok(&["vgcreate", "-s", "1m", "hvg", l.dev(0)]);
+    l.ferro_ok(&["lvcreate", "-n", "h", "-L", "4m", "hvg"]);
+    let dm = ferrolvm::activate::Dm::open().unwrap();
+    assert_eq!(dm.trouble("hvg-h"), None);
+    sh("dmsetup", &["suspend", "hvg-h"]);
+    assert!(dm.trouble("hvg-h").is_some_and(|t| t.contains("suspended")));
+    sh("dmsetup", &["resume", "hvg-h"]);
+    l.ferro_ok(&["lvchange", "-an", "hvg/h"]);
+    assert!(dm.trouble("hvg-h").is_some_and(|t| t.contains("missing")));
+}
+
+/// Group commit for thin classes: 50 concurrent thin creates share pool
+/// transactions (two commits per batch), all work, and thin_check is clean.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn csi_engine_groups_thin_creates() {
+    use ferrolvm::csi::config::NodeConfig;
+    use ferrolvm::csi::engine::NodeEngine;
+    use std::sync::Arc;
+    let l = Loops::with_dm(1, 1024);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "gvg", l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        "512m",
+        "-n",
+        "pool",
+        "gvg",
+    ]);
+    let config = NodeConfig::parse("device-classes:\n  - {name: thin, volume-group: gvg, type: thin, default: true, thin-pool: {name: pool, overprovision-ratio: 10.0}}").unwrap();
+    let engine = Arc::new(NodeEngine::new(
+        ferrolvm::host::Host::load(Some(l.devs.clone())),
+        config,
+    ));
+    let before = l.seqno("gvg");
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let e = engine.clone();
+            std::thread::spawn(move || e.create(&format!("pvc-thin-{i:02}"), None, 16 << 20, 0))
+        })
+        .collect();
+    let vols: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    let commits = l.seqno("gvg") - before;
+    eprintln!("50 concurrent thin creates: {commits} commits");
+    assert!(
+        commits < 50,
+        "50 thin creates took {commits} commits: no group commit"
+    );
+    for v in vols.iter().step_by(7) {
+        let dev = format!(
+            "/dev/mapper/{}",
+            ferrolvm::activate::dm_name(&v.vg, &v.lv, None)
+        );
+        let d = pattern(v.lv.len() as u8);
+        write_dev(&dev, &d);
+        assert!(read_dev(&dev, d.len()) == d, "{} does not keep data", v.lv);
+    }
+    let listed = engine.list().unwrap();
+    assert_eq!(listed.len(), 50);
+    l.ferro_ok(&["vgchange", "-an", "gvg"]);
+    thin_check(&l, "gvg", "pool");
+    l.assert_vgck_clean("gvg");
+}

@@ -871,3 +871,38 @@ pub fn clear_thin_messages(vg: &mut Vg, pool: &str) -> Result<(), Error> {
         Ok(())
     })
 }
+
+/// Several thin LVs in one pool transaction: one transaction-id bump, one
+/// queued `create` message each (lvm2's format allows any number).
+pub fn create_thins(vg: &mut Vg, pool: &str, items: Vec<(NewLv, u32)>) -> Result<(), Error> {
+    transact(vg, |v| {
+        let mut opened = false;
+        for (new, extents) in items {
+            if !opened {
+                create_thin_inner(v, pool, new, extents, None)?;
+                opened = true;
+                continue;
+            }
+            // Join the transaction the first create opened: step back to its
+            // id with nothing queued, create, then restore the earlier messages.
+            let ThinSegment::Pool {
+                transaction_id,
+                messages,
+                ..
+            } = pool_mut(v, pool)?
+            else {
+                unreachable!("pool_mut returns pools")
+            };
+            let earlier = std::mem::take(messages);
+            *transaction_id -= 1;
+            create_thin_inner(v, pool, new, extents, None)?;
+            let ThinSegment::Pool { messages, .. } = pool_mut(v, pool)? else {
+                unreachable!("pool_mut returns pools")
+            };
+            let mut all = earlier;
+            all.append(messages);
+            *messages = all;
+        }
+        Ok(())
+    })
+}

@@ -261,3 +261,56 @@ fn thin_operations_reproduce_lvm2() {
     ops::remove_lv(&mut vg, "thin1").unwrap();
     assert!(ops::create_thin(&mut vg, "pool0", new_lv(&copy(7), "snap1"), 5, None).is_err());
 }
+
+/// Batched thin creates share one transaction: one id bump, a message each,
+/// distinct device ids, and the text still reads back the same.
+#[test]
+fn thin_creates_batch_into_one_transaction() {
+    use ferrolvm_metadata::ops::{self, NewLv};
+    use ferrolvm_metadata::{ThinMessage, ThinSegment};
+    let mut vg = Vg::from_text(include_bytes!("fixtures/lvm2-thin/seqno10.txt")).unwrap();
+    let new = |n: &str, b: u8| NewLv {
+        name: n.into(),
+        id: ferrolvm_metadata::Uuid::from_random([b; 32]),
+        tags: vec![],
+        creation_time: 1,
+        creation_host: "h".into(),
+    };
+    ops::create_thins(
+        &mut vg,
+        "pool0",
+        vec![(new("a", 1), 2), (new("b", 2), 3), (new("c", 3), 4)],
+    )
+    .unwrap();
+    let Some(ThinSegment::Pool {
+        transaction_id,
+        messages,
+        ..
+    }) = vg.lv("pool0").unwrap().segments[0].thin.clone()
+    else {
+        panic!()
+    };
+    assert_eq!(transaction_id, 4, "one bump from 3");
+    assert_eq!(
+        messages,
+        vec![
+            ThinMessage::Create { lv: "a".into() },
+            ThinMessage::Create { lv: "b".into() },
+            ThinMessage::Create { lv: "c".into() }
+        ]
+    );
+    let ids: Vec<(u64, u32)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| match vg.lv(n).unwrap().segments[0].thin.clone() {
+            Some(ThinSegment::Thin {
+                transaction_id,
+                device_id,
+                ..
+            }) => (transaction_id, device_id),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(ids, vec![(3, 2), (3, 3), (3, 4)]);
+    let back = Vg::from_text(&vg.to_text(&trailer())).unwrap();
+    assert_eq!(back.to_text(&trailer()), vg.to_text(&trailer()));
+}

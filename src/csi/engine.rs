@@ -387,54 +387,111 @@ impl NodeEngine {
             });
             let _ = job.reply.send(r);
         }
+        // Thin creates of one class share a pool transaction.
+        let mut by_class: Vec<(String, Vec<Job>)> = Vec::new();
         for job in thin {
-            let r = self.create_thin(&job);
-            let _ = job.reply.send(r);
+            match by_class.iter_mut().find(|(c, _)| *c == job.class.name) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_class.push((job.class.name.clone(), vec![job])),
+            }
+        }
+        for (_, jobs) in by_class {
+            let results = self.create_thin_batch(&jobs);
+            for (job, r) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(r);
+            }
         }
     }
 
-    fn create_thin(&self, job: &Job) -> Result<Volume, VolumeError> {
-        let pool = job
-            .class
-            .thin_pool
-            .as_ref()
-            .map(|p| p.name.clone())
-            .ok_or_else(|| VolumeError::UnknownClass(job.class.name.clone()))?;
-        let available = self.capacity(Some(&job.class.name))?;
-        if job.required > available {
-            return Err(VolumeError::NoSpace {
-                class: job.class.name.clone(),
-                needed: job.required,
-                available,
-            });
+    /// Thin volumes of one class in one pool transaction; one result per job.
+    fn create_thin_batch(&self, jobs: &[Job]) -> Vec<Result<Volume, VolumeError>> {
+        let class = jobs[0].class.clone();
+        let fail = |e: VolumeError| -> Vec<Result<Volume, VolumeError>> {
+            let msg = e.to_string();
+            jobs.iter()
+                .map(|_| Err(VolumeError::Engine(EngineError::Refused(msg.clone()))))
+                .collect()
+        };
+        let Some(pool) = class.thin_pool.as_ref().map(|p| p.name.clone()) else {
+            return fail(VolumeError::UnknownClass(class.name.clone()));
+        };
+        let available = match self.capacity(Some(&class.name)) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        // Admit jobs in order while the class has room for them.
+        let mut admitted = Vec::new();
+        let mut results: Vec<Option<Result<Volume, VolumeError>>> =
+            jobs.iter().map(|_| None).collect();
+        let mut used = 0u64;
+        for (i, job) in jobs.iter().enumerate() {
+            if used + job.required > available {
+                results[i] = Some(Err(VolumeError::NoSpace {
+                    class: class.name.clone(),
+                    needed: job.required,
+                    available: available - used,
+                }));
+            } else {
+                used += job.required;
+                admitted.push(i);
+            }
         }
-        let mut lv_name = String::new();
-        let vg = volumes::create_thin(
-            &self.host,
-            &job.class.volume_group,
-            &pool,
-            None,
-            true,
-            |vg| {
-                lv_name = unique_name(vg, &job.name);
-                let es = vg.extent_size as u64 * 512;
+        if admitted.is_empty() {
+            return results
+                .into_iter()
+                .map(|r| r.expect("every job answered"))
+                .collect();
+        }
+        let mut lv_names: Vec<String> = Vec::new();
+        let created = volumes::create_thins(&self.host, &class.volume_group, &pool, true, |vg| {
+            let es = vg.extent_size as u64 * 512;
+            let mut items = Vec::new();
+            for &i in &admitted {
+                let job = &jobs[i];
+                let mut lv_name = unique_name(vg, &job.name);
+                let mut n = 1;
+                while lv_names.contains(&lv_name) {
+                    lv_name = format!("{}-{n}", lv_name_for(&job.name));
+                    n += 1;
+                }
+                lv_names.push(lv_name.clone());
                 let extents = u32::try_from(job.required.max(1).div_ceil(es))
                     .map_err(|_| EngineError::Refused("too large".into()))?;
-                Ok((
+                let tags = vec![format!("{NAME_TAG}{}", hex(&job.name))];
+                items.push((
                     NewLv {
-                        name: lv_name.clone(),
+                        name: lv_name,
                         id: engine::random_uuid(),
-                        tags: vec![format!("{NAME_TAG}{}", hex(&job.name))],
+                        tags,
                         creation_time: engine::now(),
                         creation_host: self.host.hostname.clone(),
                     },
                     extents,
-                ))
-            },
-        )?;
-        vg.lv(&lv_name)
-            .and_then(|l| to_volume(&vg, l, &job.class.name))
-            .ok_or(VolumeError::NotFound(lv_name))
+                ));
+            }
+            Ok(items)
+        });
+        match created {
+            Ok(vg) => {
+                for (&i, lv_name) in admitted.iter().zip(&lv_names) {
+                    results[i] = Some(
+                        vg.lv(lv_name)
+                            .and_then(|l| to_volume(&vg, l, &class.name))
+                            .ok_or_else(|| VolumeError::NotFound(lv_name.clone())),
+                    );
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for &i in &admitted {
+                    results[i] = Some(Err(VolumeError::Engine(EngineError::Refused(msg.clone()))));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every job answered"))
+            .collect()
     }
 
     /// Activates the volume if needed and returns its device node.

@@ -266,17 +266,20 @@ impl Node for NodeService {
         let engine = self.engine.clone();
         let id = r.volume_id.clone();
         let v = blocking(move || find(&engine, &id)).await?;
-        let dev = crate::activate::mapper_path(&crate::activate::dm_name(&v.vg, &v.lv, None));
-        let condition = if dev.exists() {
-            VolumeCondition {
+        let name = crate::activate::dm_name(&v.vg, &v.lv, None);
+        let trouble = match crate::activate::Dm::open() {
+            Ok(dm) => dm.trouble(&name),
+            Err(e) => Some(e.to_string()),
+        };
+        let condition = match trouble {
+            None => VolumeCondition {
                 abnormal: false,
                 message: "device is active".into(),
-            }
-        } else {
-            VolumeCondition {
+            },
+            Some(why) => VolumeCondition {
                 abnormal: true,
-                message: format!("device-mapper device {} is missing", dev.display()),
-            }
+                message: why,
+            },
         };
         let usage = if path.is_dir() {
             let st = nix::sys::statvfs::statvfs(&path)
