@@ -212,6 +212,44 @@ fn range(r: Option<&CapacityRange>) -> Result<(u64, u64), Status> {
     Ok((required.div_ceil(4096) * 4096, lim as u64))
 }
 
+/// One page of `all` for CSI's List RPCs: the token is the index to start
+/// at; a bad token is ABORTED, a negative size INVALID_ARGUMENT.
+fn paginate<'a, T>(
+    all: &'a [T],
+    max_entries: i32,
+    token: &str,
+) -> Result<(&'a [T], String), Status> {
+    if max_entries < 0 {
+        return Err(Status::invalid_argument("max_entries must not be negative"));
+    }
+    let start: usize = if token.is_empty() {
+        0
+    } else {
+        token
+            .parse()
+            .map_err(|_| Status::aborted(format!("invalid starting token {token:?}")))?
+    };
+    if start > all.len() {
+        return Err(Status::aborted(format!(
+            "starting token {start} is past the end"
+        )));
+    }
+    let take = if max_entries == 0 {
+        all.len() - start
+    } else {
+        (max_entries as usize).min(all.len() - start)
+    };
+    let next = start + take;
+    Ok((
+        &all[start..next],
+        if next < all.len() {
+            next.to_string()
+        } else {
+            String::new()
+        },
+    ))
+}
+
 fn csi_snapshot(s: &Snapshot) -> ferrolvm_csi::v1::Snapshot {
     ferrolvm_csi::v1::Snapshot {
         size_bytes: s.bytes as i64,
@@ -362,31 +400,10 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let r = req.into_inner();
-        if r.max_entries < 0 {
-            return Err(Status::invalid_argument("max_entries must not be negative"));
-        }
-        let start: usize = if r.starting_token.is_empty() {
-            0
-        } else {
-            r.starting_token.parse().map_err(|_| {
-                Status::aborted(format!("invalid starting token {:?}", r.starting_token))
-            })?
-        };
         let engine = self.engine.clone();
         let mut all = blocking(move || engine.list()).await?;
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        if start > all.len() {
-            return Err(Status::aborted(format!(
-                "starting token {start} is past the end"
-            )));
-        }
-        let take = if r.max_entries == 0 {
-            all.len()
-        } else {
-            r.max_entries as usize
-        };
-        let page: Vec<_> = all[start..].iter().take(take).collect();
-        let next = start + page.len();
+        let (page, next_token) = paginate(&all, r.max_entries, &r.starting_token)?;
         Ok(Response::new(ListVolumesResponse {
             entries: page
                 .iter()
@@ -395,11 +412,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                     status: None,
                 })
                 .collect(),
-            next_token: if next < all.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            next_token,
         }))
     }
 
@@ -486,16 +499,6 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let r = req.into_inner();
-        if r.max_entries < 0 {
-            return Err(Status::invalid_argument("max_entries must not be negative"));
-        }
-        let start: usize = if r.starting_token.is_empty() {
-            0
-        } else {
-            r.starting_token.parse().map_err(|_| {
-                Status::aborted(format!("invalid starting token {:?}", r.starting_token))
-            })?
-        };
         let engine = self.engine.clone();
         let mut all = blocking(move || engine.snapshots()).await?;
         all.retain(|s| {
@@ -503,18 +506,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                 && (r.source_volume_id.is_empty() || s.source == r.source_volume_id)
         });
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        if start > all.len() {
-            return Err(Status::aborted(format!(
-                "starting token {start} is past the end"
-            )));
-        }
-        let take = if r.max_entries == 0 {
-            all.len()
-        } else {
-            r.max_entries as usize
-        };
-        let page: Vec<_> = all[start..].iter().take(take).collect();
-        let next = start + page.len();
+        let (page, next_token) = paginate(&all, r.max_entries, &r.starting_token)?;
         Ok(Response::new(ListSnapshotsResponse {
             entries: page
                 .iter()
@@ -522,11 +514,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                     snapshot: Some(csi_snapshot(s)),
                 })
                 .collect(),
-            next_token: if next < all.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            next_token,
         }))
     }
 
@@ -592,6 +580,26 @@ mod tests {
                 mode: access_mode::Mode::SingleNodeWriter as i32,
             }),
         }
+    }
+
+    #[test]
+    fn pagination() {
+        let all = [1, 2, 3, 4, 5];
+        assert_eq!(paginate(&all, 0, "").unwrap(), (&all[..], String::new()));
+        assert_eq!(paginate(&all, 2, "").unwrap(), (&all[..2], "2".to_string()));
+        assert_eq!(paginate(&all, 2, "4").unwrap(), (&all[4..], String::new()));
+        assert_eq!(
+            paginate(&all, 0, "9").unwrap_err().code(),
+            tonic::Code::Aborted
+        );
+        assert_eq!(
+            paginate(&all, 0, "x").unwrap_err().code(),
+            tonic::Code::Aborted
+        );
+        assert_eq!(
+            paginate(&all, -1, "").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]

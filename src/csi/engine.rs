@@ -158,6 +158,16 @@ impl NodeEngine {
         }
     }
 
+    /// The create queue and commit lock of one VG.
+    fn queue(&self, vg: &str) -> Arc<VgQueue> {
+        self.queues
+            .lock()
+            .expect("poisoned")
+            .entry(vg.to_string())
+            .or_default()
+            .clone()
+    }
+
     fn class(&self, name: Option<&str>) -> Result<DeviceClass, VolumeError> {
         self.config
             .class(name)
@@ -221,13 +231,7 @@ impl NodeEngine {
         limit: u64,
     ) -> Result<Volume, VolumeError> {
         let class = self.class(class)?;
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(class.volume_group.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&class.volume_group);
         let (reply, answer) = mpsc::channel();
         queue.pending.lock().expect("poisoned").push(Job {
             name: name.to_string(),
@@ -582,13 +586,7 @@ impl NodeEngine {
             .as_ref()
             .map(|p| p.name.clone())
             .expect("thin class has a pool");
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(class.volume_group.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&class.volume_group);
         let _leader = queue.commit.lock().expect("poisoned");
         volumes::create_thin(
             &self.host,
@@ -626,13 +624,7 @@ impl NodeEngine {
             return Ok(false);
         }
         let (class, lv) = self.locate(id)?;
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(class.volume_group.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&class.volume_group);
         let _leader = queue.commit.lock().expect("poisoned");
         volumes::remove(&self.host, &class.volume_group, &lv, false)?;
         Ok(true)
@@ -677,13 +669,7 @@ impl NodeEngine {
             .as_ref()
             .map(|p| p.name.clone())
             .expect("thin class has a pool");
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(src_class.volume_group.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&src_class.volume_group);
         let leader = queue.commit.lock().expect("poisoned");
         let mut lv_name = String::new();
         let vg = volumes::create_thin(
@@ -723,13 +709,7 @@ impl NodeEngine {
         let Some(v) = self.find(id)? else {
             return Ok(false);
         };
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(v.vg.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&v.vg);
         let _leader = queue.commit.lock().expect("poisoned");
         volumes::remove(&self.host, &v.vg, &v.lv, false)?;
         Ok(true)
@@ -743,13 +723,7 @@ impl NodeEngine {
         if v.bytes >= bytes {
             return Ok(v.bytes);
         }
-        let queue = self
-            .queues
-            .lock()
-            .expect("poisoned")
-            .entry(v.vg.clone())
-            .or_default()
-            .clone();
+        let queue = self.queue(&v.vg);
         let _leader = queue.commit.lock().expect("poisoned");
         let mut es = 0;
         let (_, now) = volumes::resize(&self.host, &v.vg, &v.lv, |vg, _, _| {
