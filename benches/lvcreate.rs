@@ -130,15 +130,15 @@ fn main() {
     }
 
     // In-process, as the CSI node plugin will call it: no process start.
-    let host = ferrolvm::host::Host::load(Some(vec![a0.0.clone(), a1.0.clone()]));
+    let host = ferrolvm::lvm::host::Host::load(Some(vec![a0.0.clone(), a1.0.clone()]));
     let (mut ic, mut ir) = (Vec::new(), Vec::new());
     for i in 0..n {
         let name = format!("in{i}");
         let t = Instant::now();
-        ferrolvm::engine::modify_vg(&host, "bench-ferro", |vg, _| {
+        ferrolvm::lvm::session::modify_vg(&host, "bench-ferro", |vg, _| {
             let new = NewLv {
                 name: name.clone(),
-                id: ferrolvm::engine::random_uuid(),
+                id: ferrolvm::lvm::session::random_uuid(),
                 tags: vec![],
                 creation_time: 1,
                 creation_host: "h".into(),
@@ -152,7 +152,7 @@ fn main() {
     for i in 0..n {
         let name = format!("in{i}");
         let t = Instant::now();
-        ferrolvm::engine::modify_vg(&host, "bench-ferro", |vg, _| {
+        ferrolvm::lvm::session::modify_vg(&host, "bench-ferro", |vg, _| {
             ops::remove_lv(vg, &name)?;
             Ok("bench".into())
         })

@@ -73,16 +73,16 @@ fn main() {
         ])));
     }
     // The node plugin's path: the same operations as library calls.
-    let host = ferrolvm::host::Host::load(Some(vec![a.0.clone()]));
+    let host = ferrolvm::lvm::host::Host::load(Some(vec![a.0.clone()]));
     let (mut ic, mut ir) = (Vec::new(), Vec::new());
     for i in 0..n {
         let name = format!("in{i}");
         let t = Instant::now();
-        ferrolvm::volumes::create(&host, "bench-ferro", true, |_, _| {
-            Ok(ferrolvm::volumes::LvSpec {
+        ferrolvm::lvm::volumes::create(&host, "bench-ferro", true, |_, _| {
+            Ok(ferrolvm::lvm::volumes::LvSpec {
                 new: NewLv {
                     name: name.clone(),
-                    id: ferrolvm::engine::random_uuid(),
+                    id: ferrolvm::lvm::session::random_uuid(),
                     tags: vec![],
                     creation_time: 1,
                     creation_host: "vm".into(),
@@ -99,7 +99,7 @@ fn main() {
     }
     for i in 0..n {
         let t = Instant::now();
-        ferrolvm::volumes::remove(&host, "bench-ferro", &format!("in{i}"), false).unwrap();
+        ferrolvm::lvm::volumes::remove(&host, "bench-ferro", &format!("in{i}"), false).unwrap();
         ir.push(t.elapsed());
     }
     // Thin LVs in a pool of each tool.
@@ -179,11 +179,11 @@ fn main() {
     for i in 0..n {
         let name = format!("ti{i}");
         let t = Instant::now();
-        ferrolvm::volumes::create_thin(&host, "bench-ferro", "pool", None, true, |_| {
+        ferrolvm::lvm::volumes::create_thin(&host, "bench-ferro", "pool", None, true, |_| {
             Ok((
                 NewLv {
                     name: name.clone(),
-                    id: ferrolvm::engine::random_uuid(),
+                    id: ferrolvm::lvm::session::random_uuid(),
                     tags: vec![],
                     creation_time: 1,
                     creation_host: "vm".into(),
@@ -196,7 +196,7 @@ fn main() {
     }
     for i in 0..n {
         let t = Instant::now();
-        ferrolvm::volumes::remove(&host, "bench-ferro", &format!("ti{i}"), false).unwrap();
+        ferrolvm::lvm::volumes::remove(&host, "bench-ferro", &format!("ti{i}"), false).unwrap();
         tir.push(t.elapsed());
     }
 

@@ -10,10 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferrolvm_csi::v1::controller_client::ControllerClient;
-use ferrolvm_csi::v1::node_client::NodeClient;
-use ferrolvm_csi::v1::volume_capability::{access_mode, AccessMode, AccessType, MountVolume};
-use ferrolvm_csi::v1::*;
+use ferrolvm_proto::csi::v1::controller_client::ControllerClient;
+use ferrolvm_proto::csi::v1::node_client::NodeClient;
+use ferrolvm_proto::csi::v1::volume_capability::{
+    access_mode, AccessMode, AccessType, MountVolume,
+};
+use ferrolvm_proto::csi::v1::*;
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

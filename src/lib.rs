@@ -1,19 +1,17 @@
-//! ferrolvm: LVM2 volume management without the lvm tools.
+//! ferrolvm: capacity-aware node-local LVM volumes for Kubernetes, without
+//! the lvm tools.
 //!
-//! The metadata format lives in the sans-I/O `ferrolvm-metadata` crate; this
-//! crate adds what touches the host: device I/O ([`disk`]), lvm2-compatible
-//! locks ([`lock`]), lvm.conf and hints ([`host`]), scanning ([`scan`]),
-//! VG changes end to end ([`engine`]), reports ([`report`]) and the
-//! lvm-compatible command line ([`cli`]).
+//! One folder per job, dependencies in one direction only
+//! (`metadata ← lvm ← node ← csi ← cli`; see ARCHITECTURE.md):
+//! - [`lvm`]: the host side of LVM — disks, lvm2's locks and configuration,
+//!   scanning, VG sessions, device-mapper activation, LV operations;
+//! - [`node`]: the node engine (TopoLVM's lvmd, in-process) — volumes by
+//!   CSI name, group commit, capacity, filesystems and mounts;
+//! - [`csi`]: the gRPC services, and the one place errors become gRPC codes;
+//! - [`cli`]: the lvm-compatible commands and reports, and the servers'
+//!   command lines.
 
-pub mod activate;
 pub mod cli;
 pub mod csi;
-pub mod disk;
-pub mod engine;
-pub mod failpoint;
-pub mod host;
-pub mod lock;
-pub mod report;
-pub mod scan;
-pub mod volumes;
+pub mod lvm;
+pub mod node;

@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ferrolvm::disk::{BlockDisk, Disk, MemDisk};
-use ferrolvm::engine::{self, PvLayout};
-use ferrolvm::scan::{scan_disks, scan_paths, Scan};
+use ferrolvm::lvm::disk::{BlockDisk, Disk, MemDisk};
+use ferrolvm::lvm::pv_vg::{self, PvLayout};
+use ferrolvm::lvm::scan::{scan_disks, scan_paths, Scan};
+use ferrolvm::lvm::session;
 use ferrolvm_metadata::commit::Write;
 use ferrolvm_metadata::ops::{self, NewLv};
 use ferrolvm_metadata::{Trailer, Uuid, Vg};
@@ -107,7 +108,7 @@ fn run_cut(disks: Vec<&mut dyn Disk>, writes: &[Write], k: usize, tear: Tear) ->
         .iter_mut()
         .map(|f| Some(f as &mut dyn Disk))
         .collect();
-    engine::execute(&mut refs, writes).is_ok()
+    session::execute(&mut refs, writes).is_ok()
 }
 
 fn mem_disks(n: usize, mib: usize) -> Vec<MemDisk> {
@@ -127,7 +128,7 @@ fn scan_mem(disks: &[MemDisk]) -> Scan {
 fn apply_all(disks: &mut [MemDisk], writes: &[Write]) {
     let mut refs: Vec<Option<&mut dyn Disk>> =
         disks.iter_mut().map(|d| Some(d as &mut dyn Disk)).collect();
-    engine::execute(&mut refs, writes).unwrap();
+    session::execute(&mut refs, writes).unwrap();
 }
 
 fn small_layout() -> PvLayout {
@@ -140,13 +141,13 @@ fn small_layout() -> PvLayout {
 
 fn pvcreate_mem(disks: &mut [MemDisk], which: &[usize]) {
     for &i in which {
-        let (label, mdas) = engine::new_pv_label(
+        let (label, mdas) = pv_vg::new_pv_label(
             disks[i].data.len() as u64,
             small_layout(),
             uuid(100 + i as u8),
         )
         .unwrap();
-        let w = engine::pvcreate_writes(i, &label, &mdas).unwrap();
+        let w = pv_vg::pvcreate_writes(i, &label, &mdas).unwrap();
         apply_all(disks, &w);
     }
 }
@@ -160,7 +161,7 @@ fn lv_change(f: impl Fn(&mut Vg) + 'static) -> Box<Change> {
         let found = scan.vg("crash").expect("VG before the change");
         let mut vg = found.vg.clone();
         f(&mut vg);
-        let w = engine::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        let w = session::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
         (Some(vg), w)
     })
 }
@@ -210,7 +211,7 @@ fn crash_every_write(disks: &[MemDisk], change: &Change, what: &str) -> usize {
                 let mut vg = found.vg.clone();
                 vg.tags.push("next".into());
                 let w =
-                    engine::plan_vg_commit(&after, &mut vg, found.vg.seqno, &trailer()).unwrap();
+                    session::plan_vg_commit(&after, &mut vg, found.vg.seqno, &trailer()).unwrap();
                 apply_all(&mut copy, &w);
                 let healed = scan_mem(&copy);
                 let f = healed.vg("crash").unwrap();
@@ -236,11 +237,11 @@ fn every_commit_kind_survives_a_cut_after_every_write() {
     // vgcreate: old = no VG at all.
     let create: Box<Change> = Box::new(|scan: &Scan| {
         let pvs = [
-            engine::new_pv_of(scan, 0).unwrap(),
-            engine::new_pv_of(scan, 1).unwrap(),
+            pv_vg::new_pv_of(scan, 0).unwrap(),
+            pv_vg::new_pv_of(scan, 1).unwrap(),
         ];
         let mut vg = ops::new_vg("crash", uuid(1), 128, &pvs, vec![]).unwrap();
-        let w = engine::plan_vg_commit(scan, &mut vg, 0, &trailer()).unwrap();
+        let w = session::plan_vg_commit(scan, &mut vg, 0, &trailer()).unwrap();
         (Some(vg), w)
     });
     cases += crash_every_write(&disks, &create, "vgcreate");
@@ -280,8 +281,8 @@ fn every_commit_kind_survives_a_cut_after_every_write() {
     let extend: Box<Change> = Box::new(|scan: &Scan| {
         let found = scan.vg("crash").unwrap();
         let mut vg = found.vg.clone();
-        ops::add_pvs(&mut vg, &[engine::new_pv_of(scan, 2).unwrap()]).unwrap();
-        let w = engine::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        ops::add_pvs(&mut vg, &[pv_vg::new_pv_of(scan, 2).unwrap()]).unwrap();
+        let w = session::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
         (Some(vg), w)
     });
     cases += crash_every_write(&disks, extend.as_ref(), "vgextend");
@@ -295,7 +296,7 @@ fn every_commit_kind_survives_a_cut_after_every_write() {
         let found = scan.vg("crash").unwrap();
         let mut vg = found.vg.clone();
         ops::create_lv(&mut vg, new_lv(&format!("w{n}"), n), 1, 1, None, None).unwrap();
-        let w = engine::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        let w = session::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
         // A wrapped copy is two text writes into one mda; each device has two mdas.
         let text_writes = |dev: usize| {
             w.iter()
@@ -350,7 +351,7 @@ fn loop_devices_lvm2_agrees_after_every_cut() {
         let mut vg = found.vg.clone();
         ops::create_lv(&mut vg, new_lv("after", 9), 16, 2, Some(128), None).unwrap();
         let old_seqno = found.vg.seqno as u64;
-        let w = engine::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        let w = session::plan_vg_commit(&scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
         (old_seqno, w)
     };
     let (old_seqno, writes) = plan();

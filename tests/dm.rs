@@ -345,7 +345,7 @@ fn thin_check(l: &Loops, vg: &str, pool: &str) {
     l.lvm_ok(&["lvchange", "-ay", "-y", &format!("{vg}/{pool}_tmeta")]);
     let dev = format!(
         "/dev/mapper/{}",
-        ferrolvm::activate::dm_name(vg, &format!("{pool}_tmeta"), None)
+        ferrolvm::lvm::activate::dm_name(vg, &format!("{pool}_tmeta"), None)
     );
     let out = Command::new("thin_check").arg(&dev).output().unwrap();
     l.lvm_ok(&["lvchange", "-an", &format!("{vg}/{pool}_tmeta")]);
@@ -742,8 +742,8 @@ fn lvremove_discard_frees_the_extents() {
 #[test]
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
 fn csi_engine_group_commit_idempotency_and_restart() {
-    use ferrolvm::csi::config::NodeConfig;
-    use ferrolvm::csi::engine::{NodeEngine, VolumeError};
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::{NodeEngine, VolumeError};
     use std::sync::Arc;
     let l = Loops::with_dm(2, 1024);
     l.ferro_ok(&["vgcreate", "-s", "4m", "cvg", l.dev(0), l.dev(1)]);
@@ -754,7 +754,7 @@ fn csi_engine_group_commit_idempotency_and_restart() {
         .unwrap()
     };
     let engine = Arc::new(NodeEngine::new(
-        ferrolvm::host::Host::load(Some(l.devs.clone())),
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
         config(),
     ));
     let before = l.seqno("cvg");
@@ -797,7 +797,10 @@ fn csi_engine_group_commit_idempotency_and_restart() {
         Err(VolumeError::Conflict { .. })
     ));
     // A restarted engine (a new process would do the same) finds everything by name.
-    let restarted = NodeEngine::new(ferrolvm::host::Host::load(Some(l.devs.clone())), config());
+    let restarted = NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        config(),
+    );
     let listed = restarted.list().unwrap();
     assert_eq!(listed.len(), 100);
     assert_eq!(
@@ -836,7 +839,7 @@ fn volume_condition_follows_the_device() {
     let l = Loops::with_dm(1, 64);
     l.ferro_ok(&["vgcreate", "-s", "1m", "hvg", l.dev(0)]);
     l.ferro_ok(&["lvcreate", "-n", "h", "-L", "4m", "hvg"]);
-    let dm = ferrolvm::activate::Dm::open().unwrap();
+    let dm = ferrolvm::lvm::activate::Dm::open().unwrap();
     assert_eq!(dm.trouble("hvg-h"), None);
     sh("dmsetup", &["suspend", "hvg-h"]);
     assert!(dm.trouble("hvg-h").is_some_and(|t| t.contains("suspended")));
@@ -850,8 +853,8 @@ fn volume_condition_follows_the_device() {
 #[test]
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
 fn csi_engine_groups_thin_creates() {
-    use ferrolvm::csi::config::NodeConfig;
-    use ferrolvm::csi::engine::NodeEngine;
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::NodeEngine;
     use std::sync::Arc;
     let l = Loops::with_dm(1, 1024);
     l.ferro_ok(&["vgcreate", "-s", "4m", "gvg", l.dev(0)]);
@@ -867,7 +870,7 @@ fn csi_engine_groups_thin_creates() {
     ]);
     let config = NodeConfig::parse("device-classes:\n  - {name: thin, volume-group: gvg, type: thin, default: true, thin-pool: {name: pool, overprovision-ratio: 10.0}}").unwrap();
     let engine = Arc::new(NodeEngine::new(
-        ferrolvm::host::Host::load(Some(l.devs.clone())),
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
         config,
     ));
     let before = l.seqno("gvg");
@@ -890,7 +893,7 @@ fn csi_engine_groups_thin_creates() {
     for v in vols.iter().step_by(7) {
         let dev = format!(
             "/dev/mapper/{}",
-            ferrolvm::activate::dm_name(&v.vg, &v.lv, None)
+            ferrolvm::lvm::activate::dm_name(&v.vg, &v.lv, None)
         );
         let d = pattern(v.lv.len() as u8);
         write_dev(&dev, &d);

@@ -391,8 +391,8 @@ fn change_watcher_sees_lvm2_within_a_second() {
     let l = Loops::new(2, 64);
     l.lvm_ok(&["vgcreate", "watch-vg", l.dev(0), l.dev(1)]);
     let (tx, rx) = std::sync::mpsc::channel();
-    let host = ferrolvm::host::Host::load(Some(l.devs.clone()));
-    let _w = ferrolvm::csi::watch::watch(
+    let host = ferrolvm::lvm::host::Host::load(Some(l.devs.clone()));
+    let _w = ferrolvm::node::watch::watch(
         host,
         vec!["watch-vg".into()],
         Duration::from_millis(100),

@@ -1,8 +1,8 @@
 //! Any bytes as a whole device: scanning (label, mda headers, circular
 //! buffer text, VG assembly) never panics.
 #![no_main]
-use ferrolvm::disk::MemDisk;
-use ferrolvm::scan::scan_disks;
+use ferrolvm::lvm::disk::MemDisk;
+use ferrolvm::lvm::scan::scan_disks;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -173,12 +173,3 @@ pub fn plan_wipe(pvs: &[PvMdas]) -> Vec<Write> {
     }
     out
 }
-
-/// Applies writes to in-memory devices; the reference for tests and fuzzing.
-pub fn apply(devs: &mut [Vec<u8>], writes: &[Write]) {
-    for w in writes {
-        let d = &mut devs[w.dev];
-        let o = w.offset as usize;
-        d[o..o + w.data.len()].copy_from_slice(&w.data);
-    }
-}

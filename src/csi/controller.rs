@@ -1,189 +1,25 @@
-//! CSI Controller service in standalone mode: acts on this node's engine
-//! directly (the Kubernetes-backed controller of a later issue will create
-//! LogicalVolume resources instead). Request validation and gRPC codes live
-//! here; the engine below returns typed errors.
+//! The CSI Controller service: request validation, capacity-range rules,
+//! topology, pagination; the volumes themselves are placed by a
+//! [`VolumeBackend`] (this node's engine in standalone mode).
 
-use std::sync::Arc;
-
-use ferrolvm_csi::v1::controller_server::Controller;
-use ferrolvm_csi::v1::controller_service_capability::{self, rpc};
-use ferrolvm_csi::v1::volume_capability::{access_mode, AccessType};
-use ferrolvm_csi::v1::*;
+use ferrolvm_proto::csi::v1::controller_server::Controller;
+use ferrolvm_proto::csi::v1::controller_service_capability::{self, rpc};
+use ferrolvm_proto::csi::v1::volume_capability::AccessType;
+use ferrolvm_proto::csi::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::engine::{NodeEngine, Snapshot, Source, Volume, VolumeError};
+use super::backend::{CreateRequest, VolumeBackend};
+use super::capabilities::{check_capabilities, minimum_size, topology};
+use super::{DEVICE_CLASS_PARAM, TOPOLOGY_KEY};
+use crate::node::{Snapshot, Source, Volume};
 
-pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
-pub const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
 const DEFAULT_SIZE: u64 = 1 << 30;
 
-/// What the Controller service needs from whatever places volumes: this
-/// node's engine in standalone mode; the Kubernetes API (LogicalVolume
-/// resources reconciled by each node) in the later `ferrolvm controller`.
-pub trait VolumeBackend: Send + Sync + 'static {
-    fn create(
-        &self,
-        name: &str,
-        class: Option<&str>,
-        required: u64,
-        limit: u64,
-    ) -> Result<Volume, VolumeError>;
-    fn create_from(
-        &self,
-        name: &str,
-        class: Option<&str>,
-        required: u64,
-        limit: u64,
-        source: &Source,
-    ) -> Result<Volume, VolumeError>;
-    fn delete(&self, id: &str) -> Result<bool, VolumeError>;
-    fn find(&self, id: &str) -> Result<Option<Volume>, VolumeError>;
-    fn list(&self) -> Result<Vec<Volume>, VolumeError>;
-    fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError>;
-    fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError>;
-    fn snapshots(&self) -> Result<Vec<Snapshot>, VolumeError>;
-    fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError>;
-    fn delete_snapshot(&self, id: &str) -> Result<bool, VolumeError>;
-}
-
-impl VolumeBackend for NodeEngine {
-    fn create(
-        &self,
-        name: &str,
-        class: Option<&str>,
-        required: u64,
-        limit: u64,
-    ) -> Result<Volume, VolumeError> {
-        NodeEngine::create(self, name, class, required, limit)
-    }
-    fn create_from(
-        &self,
-        name: &str,
-        class: Option<&str>,
-        required: u64,
-        limit: u64,
-        source: &Source,
-    ) -> Result<Volume, VolumeError> {
-        NodeEngine::create_from(self, name, class, required, limit, source)
-    }
-    fn delete(&self, id: &str) -> Result<bool, VolumeError> {
-        NodeEngine::delete(self, id)
-    }
-    fn find(&self, id: &str) -> Result<Option<Volume>, VolumeError> {
-        NodeEngine::find(self, id)
-    }
-    fn list(&self) -> Result<Vec<Volume>, VolumeError> {
-        NodeEngine::list(self)
-    }
-    fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError> {
-        NodeEngine::capacity(self, class)
-    }
-    fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError> {
-        NodeEngine::expand(self, id, bytes)
-    }
-    fn snapshots(&self) -> Result<Vec<Snapshot>, VolumeError> {
-        NodeEngine::snapshots(self)
-    }
-    fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError> {
-        NodeEngine::create_snapshot(self, name, source)
-    }
-    fn delete_snapshot(&self, id: &str) -> Result<bool, VolumeError> {
-        NodeEngine::delete_snapshot(self, id)
-    }
-}
-
-pub struct ControllerService<B: VolumeBackend = NodeEngine> {
-    pub engine: Arc<B>,
+/// The Controller service, on any [`VolumeBackend`].
+pub struct ControllerService<B: VolumeBackend> {
+    pub backend: B,
+    /// The node this controller places volumes on (standalone mode).
     pub node: String,
-}
-
-pub fn to_status(e: VolumeError) -> Status {
-    match e {
-        VolumeError::UnknownClass(c) => {
-            Status::invalid_argument(format!("unknown device class {c:?}"))
-        }
-        VolumeError::Conflict { .. } => Status::already_exists(e.to_string()),
-        VolumeError::NoSpace { .. } => Status::resource_exhausted(e.to_string()),
-        VolumeError::NotFound(_) => Status::not_found(e.to_string()),
-        VolumeError::NotThin(_) => Status::invalid_argument(e.to_string()),
-        VolumeError::Engine(err) => Status::internal(err.to_string()),
-    }
-}
-
-/// Runs blocking engine work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, VolumeError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(to_status)
-}
-
-pub fn topology(node: &str) -> Vec<Topology> {
-    vec![Topology {
-        segments: [(TOPOLOGY_KEY.to_string(), node.to_string())]
-            .into_iter()
-            .collect(),
-    }]
-}
-
-/// Checks capabilities: an access type, and a single-node access mode.
-pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
-    if caps.is_empty() {
-        return Err(Status::invalid_argument("volume capabilities missing"));
-    }
-    for c in caps {
-        if c.access_type.is_none() {
-            return Err(Status::invalid_argument(
-                "a volume capability needs an access type (block or mount)",
-            ));
-        }
-        let mode = c.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
-        let single = [
-            access_mode::Mode::SingleNodeWriter,
-            access_mode::Mode::SingleNodeReaderOnly,
-            access_mode::Mode::SingleNodeSingleWriter,
-            access_mode::Mode::SingleNodeMultiWriter,
-        ]
-        .iter()
-        .any(|m| *m as i32 == mode);
-        if !single {
-            return Err(Status::invalid_argument(
-                "only single-node access modes are supported: volumes are node-local",
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub const FSTYPE_PARAM: &str = "csi.storage.k8s.io/fstype";
-
-/// Smallest volume a filesystem (or a block volume) is made on, as TopoLVM's defaults.
-pub fn minimum_size(
-    caps: &[VolumeCapability],
-    params: &std::collections::HashMap<String, String>,
-) -> u64 {
-    const MI: u64 = 1 << 20;
-    if caps
-        .iter()
-        .any(|c| matches!(c.access_type, Some(AccessType::Block(_))))
-    {
-        return 8 * MI;
-    }
-    let fs = caps
-        .iter()
-        .find_map(|c| match &c.access_type {
-            Some(AccessType::Mount(m)) if !m.fs_type.is_empty() => Some(m.fs_type.clone()),
-            _ => None,
-        })
-        .or_else(|| params.get(FSTYPE_PARAM).cloned())
-        .unwrap_or_else(|| "ext4".into());
-    match fs.as_str() {
-        "xfs" => 300 * MI,
-        "btrfs" => 200 * MI,
-        _ => 32 * MI,
-    }
 }
 
 /// `(required, limit)` from a capacity range, with CSI's rules.
@@ -250,8 +86,8 @@ fn paginate<'a, T>(
     ))
 }
 
-fn csi_snapshot(s: &Snapshot) -> ferrolvm_csi::v1::Snapshot {
-    ferrolvm_csi::v1::Snapshot {
+fn csi_snapshot(s: &Snapshot) -> ferrolvm_proto::csi::v1::Snapshot {
+    ferrolvm_proto::csi::v1::Snapshot {
         size_bytes: s.bytes as i64,
         snapshot_id: s.id.clone(),
         source_volume_id: s.source.clone(),
@@ -264,8 +100,8 @@ fn csi_snapshot(s: &Snapshot) -> ferrolvm_csi::v1::Snapshot {
     }
 }
 
-fn csi_volume(v: &Volume, node: &str) -> ferrolvm_csi::v1::Volume {
-    ferrolvm_csi::v1::Volume {
+fn csi_volume(v: &Volume, node: &str) -> ferrolvm_proto::csi::v1::Volume {
+    ferrolvm_proto::csi::v1::Volume {
         capacity_bytes: v.bytes as i64,
         volume_id: v.id.clone(),
         accessible_topology: topology(node),
@@ -314,13 +150,16 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
             }
         }
         let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
-        let engine = self.engine.clone();
-        let name = r.name.clone();
-        let v = blocking(move || match source {
-            None => engine.create(&name, class.as_deref(), required, limit),
-            Some(src) => engine.create_from(&name, class.as_deref(), required, limit, &src),
-        })
-        .await?;
+        let v = self
+            .backend
+            .create(CreateRequest {
+                name: r.name.clone(),
+                class,
+                required,
+                limit,
+                source,
+            })
+            .await?;
         if limit > 0 && v.bytes > limit {
             return Err(Status::out_of_range(format!(
                 "the smallest volume that fits is {} bytes, over the limit of {limit}",
@@ -342,8 +181,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         if id.is_empty() {
             return Err(Status::invalid_argument("volume id missing"));
         }
-        let engine = self.engine.clone();
-        blocking(move || engine.delete(&id)).await?;
+        self.backend.delete(id).await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -376,9 +214,8 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         if r.volume_capabilities.is_empty() {
             return Err(Status::invalid_argument("volume capabilities missing"));
         }
-        let engine = self.engine.clone();
-        let id = r.volume_id.clone();
-        blocking(move || engine.find(&id))
+        self.backend
+            .find(r.volume_id.clone())
             .await?
             .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
         let confirmed = check_capabilities(&r.volume_capabilities).is_ok().then(|| {
@@ -400,8 +237,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let r = req.into_inner();
-        let engine = self.engine.clone();
-        let mut all = blocking(move || engine.list()).await?;
+        let mut all = self.backend.list().await?;
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let (page, next_token) = paginate(&all, r.max_entries, &r.starting_token)?;
         Ok(Response::new(ListVolumesResponse {
@@ -433,8 +269,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
             }
         }
         let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
-        let engine = self.engine.clone();
-        let bytes = blocking(move || engine.capacity(class.as_deref())).await?;
+        let bytes = self.backend.capacity(class).await?;
         Ok(Response::new(GetCapacityResponse {
             available_capacity: bytes as i64,
             ..Default::default()
@@ -474,8 +309,10 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         if r.source_volume_id.is_empty() {
             return Err(Status::invalid_argument("source volume id missing"));
         }
-        let engine = self.engine.clone();
-        let s = blocking(move || engine.create_snapshot(&r.name, &r.source_volume_id)).await?;
+        let s = self
+            .backend
+            .create_snapshot(r.name, r.source_volume_id)
+            .await?;
         Ok(Response::new(CreateSnapshotResponse {
             snapshot: Some(csi_snapshot(&s)),
         }))
@@ -489,8 +326,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         if id.is_empty() {
             return Err(Status::invalid_argument("snapshot id missing"));
         }
-        let engine = self.engine.clone();
-        blocking(move || engine.delete_snapshot(&id)).await?;
+        self.backend.delete_snapshot(id).await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
@@ -499,8 +335,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let r = req.into_inner();
-        let engine = self.engine.clone();
-        let mut all = blocking(move || engine.snapshots()).await?;
+        let mut all = self.backend.snapshots().await?;
         all.retain(|s| {
             (r.snapshot_id.is_empty() || s.id == r.snapshot_id)
                 && (r.source_volume_id.is_empty() || s.source == r.source_volume_id)
@@ -542,9 +377,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
             .volume_capability
             .as_ref()
             .is_some_and(|c| matches!(c.access_type, Some(AccessType::Block(_))));
-        let engine = self.engine.clone();
-        let id = r.volume_id.clone();
-        let bytes = blocking(move || engine.expand(&id, required)).await?;
+        let bytes = self.backend.expand(r.volume_id.clone(), required).await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes as i64,
             node_expansion_required: !block,
@@ -571,16 +404,6 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolvm_csi::v1::volume_capability::{BlockVolume, MountVolume};
-
-    fn cap(access: AccessType) -> VolumeCapability {
-        VolumeCapability {
-            access_type: Some(access),
-            access_mode: Some(volume_capability::AccessMode {
-                mode: access_mode::Mode::SingleNodeWriter as i32,
-            }),
-        }
-    }
 
     #[test]
     fn pagination() {
@@ -619,50 +442,5 @@ mod tests {
         );
         assert_eq!(r(-1, 0).unwrap_err().code(), tonic::Code::InvalidArgument);
         assert_eq!(r(10, 5).unwrap_err().code(), tonic::Code::InvalidArgument);
-    }
-
-    #[test]
-    fn minimums_per_filesystem() {
-        let none = std::collections::HashMap::new();
-        let mount = |fs: &str| {
-            cap(AccessType::Mount(MountVolume {
-                fs_type: fs.into(),
-                ..Default::default()
-            }))
-        };
-        assert_eq!(
-            minimum_size(&[cap(AccessType::Block(BlockVolume {}))], &none),
-            8 << 20
-        );
-        assert_eq!(minimum_size(&[mount("xfs")], &none), 300 << 20);
-        assert_eq!(minimum_size(&[mount("btrfs")], &none), 200 << 20);
-        assert_eq!(
-            minimum_size(&[mount("")], &none),
-            32 << 20,
-            "ext4 by default"
-        );
-        let xfs: std::collections::HashMap<_, _> = [(FSTYPE_PARAM.to_string(), "xfs".to_string())]
-            .into_iter()
-            .collect();
-        assert_eq!(
-            minimum_size(&[mount("")], &xfs),
-            300 << 20,
-            "the StorageClass parameter counts"
-        );
-        assert!(check_capabilities(&[mount("ext4")]).is_ok());
-        let multi = VolumeCapability {
-            access_mode: Some(volume_capability::AccessMode {
-                mode: access_mode::Mode::MultiNodeMultiWriter as i32,
-            }),
-            ..mount("ext4")
-        };
-        assert_eq!(
-            check_capabilities(&[multi]).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        assert_eq!(
-            check_capabilities(&[]).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
     }
 }

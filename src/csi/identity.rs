@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use ferrolvm_csi::v1::identity_server::Identity;
-use ferrolvm_csi::v1::plugin_capability::{self, service, volume_expansion};
-use ferrolvm_csi::v1::{
+use ferrolvm_proto::csi::v1::identity_server::Identity;
+use ferrolvm_proto::csi::v1::plugin_capability::{self, service, volume_expansion};
+use ferrolvm_proto::csi::v1::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };
@@ -22,22 +22,6 @@ pub struct IdentityService {
 impl IdentityService {
     pub fn new(probe: ProbeFn, controller: bool) -> Self {
         IdentityService { probe, controller }
-    }
-
-    /// The readiness check a node needs: device-mapper usable, every
-    /// configured VG readable.
-    pub fn node_probe(vgs: Vec<String>, host: crate::host::Host) -> ProbeFn {
-        Arc::new(move || {
-            crate::activate::Dm::open().map_err(|e| e.to_string())?;
-            let scan = crate::scan::scan_paths(&host.candidate_devices());
-            for vg in &vgs {
-                let found = scan
-                    .vg(vg)
-                    .ok_or_else(|| format!("volume group {vg} not found"))?;
-                found.vg.check_writable(None).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })
     }
 }
 
@@ -95,8 +79,8 @@ impl Identity for IdentityService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolvm_csi::v1::identity_client::IdentityClient;
-    use ferrolvm_csi::v1::identity_server::IdentityServer;
+    use ferrolvm_proto::csi::v1::identity_client::IdentityClient;
+    use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 
     async fn client(path: std::path::PathBuf) -> IdentityClient<tonic::transport::Channel> {
         let channel = tonic::transport::Endpoint::try_from("http://[::]:0")

@@ -1,14 +1,16 @@
-//! The CSI driver: gRPC services on a Unix socket. Only the Identity
-//! service exists so far (issue #4 tracks the node engine, Controller and
-//! Node services).
+//! The CSI driver's gRPC surface: the Identity, Controller and Node
+//! services, served on a Unix socket. Only request validation and the
+//! mapping of errors to gRPC codes ([`status`]) live here; the work is done
+//! behind the [`backend`] seam — this node's engine (`node/`) in standalone
+//! mode, or in the Kubernetes-backed controller, the API server.
 
-pub mod client;
-pub mod config;
+pub mod backend;
+pub mod capabilities;
 pub mod controller;
-pub mod engine;
 pub mod identity;
 pub mod node;
-pub mod watch;
+pub mod standalone;
+pub mod status;
 
 use std::path::Path;
 
@@ -17,6 +19,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 /// The plugin name ferrolvm registers with the container orchestrator.
 pub const PLUGIN_NAME: &str = "ferrolvm.io";
+/// The topology segment of a node-local volume: the node's name.
+pub const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
+/// StorageClass parameter naming the device class.
+pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
+/// StorageClass parameter naming the filesystem (the external-provisioner's).
+pub const FSTYPE_PARAM: &str = "csi.storage.k8s.io/fstype";
 
 /// Serves `router` on the Unix socket at `path` (replacing a stale socket
 /// file) until `shutdown` completes; in-flight calls finish first.

@@ -1,168 +1,27 @@
-//! CSI Node service: makes a volume usable at a target path (a mounted
-//! filesystem, or the block device bound there), grows filesystems online
-//! and reports usage and health.
+//! The CSI Node service: validates requests and hands them to a
+//! [`NodeBackend`] (this node's engine, whose `node::mounts` makes a volume
+//! usable at a target path, grows it and reports usage and health).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use ferrolvm_csi::v1::node_server::Node;
-use ferrolvm_csi::v1::node_service_capability::{self, rpc};
-use ferrolvm_csi::v1::volume_capability::AccessType;
-use ferrolvm_csi::v1::*;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use ferrolvm_proto::csi::v1::node_server::Node;
+use ferrolvm_proto::csi::v1::node_service_capability::{self, rpc};
+use ferrolvm_proto::csi::v1::volume_capability::AccessType;
+use ferrolvm_proto::csi::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::controller::{blocking, check_capabilities, topology};
-use super::engine::{NodeEngine, Volume, VolumeError};
+use super::backend::NodeBackend;
+use super::capabilities::{check_capabilities, topology};
+use crate::node::mounts::{Publish, Usage};
 
-pub struct NodeService {
-    pub engine: Arc<NodeEngine>,
+/// The Node service, on any [`NodeBackend`].
+pub struct NodeService<N: NodeBackend> {
+    pub backend: N,
     pub node: String,
 }
 
-/// The filesystem on a device, by its superblock magic.
-pub fn detect_fs(dev: &Path) -> std::io::Result<Option<&'static str>> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 65536 + 4096];
-    let mut f = std::fs::File::open(dev)?;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(if n >= 1082 && buf[1080..1082] == [0x53, 0xEF] {
-        Some("ext4")
-    } else if n >= 4 && &buf[..4] == b"XFSB" {
-        Some("xfs")
-    } else if n >= 65536 + 72 && &buf[65536 + 64..65536 + 72] == b"_BHRfS_M" {
-        Some("btrfs")
-    } else {
-        None
-    })
-}
-
-/// Whether `path` is a mount point (from /proc/self/mountinfo).
-pub fn is_mounted(path: &Path) -> bool {
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        })
-        .unwrap_or(false)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), VolumeError> {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| {
-            VolumeError::Engine(crate::engine::EngineError::Refused(format!(
-                "running {cmd}: {e}"
-            )))
-        })?;
-    if !out.status.success() {
-        return Err(VolumeError::Engine(crate::engine::EngineError::Refused(
-            format!(
-                "{cmd} {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        )));
-    }
-    Ok(())
-}
-
-fn io(e: impl std::fmt::Display) -> VolumeError {
-    VolumeError::Engine(crate::engine::EngineError::Refused(e.to_string()))
-}
-
-fn find(engine: &NodeEngine, id: &str) -> Result<Volume, VolumeError> {
-    engine
-        .find(id)?
-        .ok_or_else(|| VolumeError::NotFound(id.to_string()))
-}
-
-fn publish(
-    engine: &NodeEngine,
-    id: &str,
-    target: &Path,
-    block: bool,
-    fs_type: &str,
-    options: &[String],
-    readonly: bool,
-) -> Result<(), VolumeError> {
-    let v = find(engine, id)?;
-    let dev = engine.ensure_active(&v)?;
-    if is_mounted(target) {
-        return Ok(());
-    }
-    let ro = if readonly {
-        MsFlags::MS_RDONLY
-    } else {
-        MsFlags::empty()
-    };
-    if block {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        if !target.exists() {
-            std::fs::File::create(target).map_err(io)?;
-        }
-        mount(
-            Some(&dev),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(io)?;
-        if readonly {
-            mount(
-                None::<&str>,
-                target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(io)?;
-        }
-        return Ok(());
-    }
-    let fs = match detect_fs(&dev).map_err(io)? {
-        Some(existing) => existing.to_string(),
-        None => {
-            let fs = if fs_type.is_empty() { "ext4" } else { fs_type };
-            let d = dev.to_string_lossy().to_string();
-            match fs {
-                "ext4" => run("mkfs.ext4", &["-q", "-F", &d])?,
-                "xfs" => run("mkfs.xfs", &["-q", "-f", &d])?,
-                "btrfs" => run("mkfs.btrfs", &["-q", "-f", &d])?,
-                other => {
-                    return Err(io(format!(
-                        "filesystem {other} is not supported (ext4, xfs, btrfs are)"
-                    )))
-                }
-            }
-            fs.to_string()
-        }
-    };
-    std::fs::create_dir_all(target).map_err(io)?;
-    let data = options.join(",");
-    mount(
-        Some(&dev),
-        target,
-        Some(fs.as_str()),
-        ro,
-        (!data.is_empty()).then_some(data.as_str()),
-    )
-    .map_err(io)?;
-    Ok(())
-}
-
 #[tonic::async_trait]
-impl Node for NodeService {
+impl<N: NodeBackend> Node for NodeService<N> {
     async fn node_stage_volume(
         &self,
         _: Request<NodeStageVolumeRequest>,
@@ -201,20 +60,15 @@ impl Node for NodeService {
             Some(AccessType::Mount(m)) => (false, m.fs_type.clone(), m.mount_flags.clone()),
             None => return Err(Status::invalid_argument("access type missing")),
         };
-        let engine = self.engine.clone();
-        let target = PathBuf::from(r.target_path);
-        blocking(move || {
-            publish(
-                &engine,
-                &r.volume_id,
-                &target,
-                block,
-                &fs_type,
-                &flags,
-                r.readonly,
-            )
-        })
-        .await?;
+        let how = Publish {
+            block,
+            fs_type,
+            mount_flags: flags,
+            readonly: r.readonly,
+        };
+        self.backend
+            .publish(r.volume_id, PathBuf::from(r.target_path), how)
+            .await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
@@ -229,19 +83,9 @@ impl Node for NodeService {
         if r.target_path.is_empty() {
             return Err(Status::invalid_argument("target path missing"));
         }
-        let target = PathBuf::from(r.target_path);
-        blocking(move || {
-            if is_mounted(&target) {
-                umount2(&target, MntFlags::empty()).map_err(io)?;
-            }
-            if target.is_dir() {
-                std::fs::remove_dir(&target).map_err(io)?;
-            } else if target.exists() {
-                std::fs::remove_file(&target).map_err(io)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.backend
+            .unpublish(r.volume_id, PathBuf::from(r.target_path))
+            .await?;
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 
@@ -256,22 +100,11 @@ impl Node for NodeService {
         if r.volume_path.is_empty() {
             return Err(Status::invalid_argument("volume path missing"));
         }
-        let path = PathBuf::from(&r.volume_path);
-        if !path.exists() {
-            return Err(Status::not_found(format!(
-                "{} does not exist",
-                r.volume_path
-            )));
-        }
-        let engine = self.engine.clone();
-        let id = r.volume_id.clone();
-        let v = blocking(move || find(&engine, &id)).await?;
-        let name = crate::activate::dm_name(&v.vg, &v.lv, None);
-        let trouble = match crate::activate::Dm::open() {
-            Ok(dm) => dm.trouble(&name),
-            Err(e) => Some(e.to_string()),
-        };
-        let condition = match trouble {
+        let stats = self
+            .backend
+            .stats(r.volume_id, PathBuf::from(r.volume_path))
+            .await?;
+        let condition = match stats.trouble {
             None => VolumeCondition {
                 abnormal: false,
                 message: "device is active".into(),
@@ -281,30 +114,34 @@ impl Node for NodeService {
                 message: why,
             },
         };
-        let usage = if path.is_dir() {
-            let st = nix::sys::statvfs::statvfs(&path)
-                .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
-            let f = st.fragment_size();
-            vec![
+        let bytes = volume_usage::Unit::Bytes as i32;
+        let usage = match stats.usage {
+            Usage::Filesystem {
+                bytes_total,
+                bytes_used,
+                bytes_available,
+                inodes_total,
+                inodes_used,
+                inodes_available,
+            } => vec![
                 VolumeUsage {
-                    available: (st.blocks_available() * f) as i64,
-                    total: (st.blocks() * f) as i64,
-                    used: ((st.blocks() - st.blocks_free()) * f) as i64,
-                    unit: volume_usage::Unit::Bytes as i32,
+                    available: bytes_available as i64,
+                    total: bytes_total as i64,
+                    used: bytes_used as i64,
+                    unit: bytes,
                 },
                 VolumeUsage {
-                    available: st.files_available() as i64,
-                    total: st.files() as i64,
-                    used: (st.files() - st.files_free()) as i64,
+                    available: inodes_available as i64,
+                    total: inodes_total as i64,
+                    used: inodes_used as i64,
                     unit: volume_usage::Unit::Inodes as i32,
                 },
-            ]
-        } else {
-            vec![VolumeUsage {
-                total: v.bytes as i64,
-                unit: volume_usage::Unit::Bytes as i32,
+            ],
+            Usage::Block { bytes_total } => vec![VolumeUsage {
+                total: bytes_total as i64,
+                unit: bytes,
                 ..Default::default()
-            }]
+            }],
         };
         Ok(Response::new(NodeGetVolumeStatsResponse {
             usage,
@@ -323,24 +160,10 @@ impl Node for NodeService {
         if r.volume_path.is_empty() {
             return Err(Status::invalid_argument("volume path missing"));
         }
-        let engine = self.engine.clone();
-        let path = PathBuf::from(&r.volume_path);
-        let bytes = blocking(move || {
-            let v = find(&engine, &r.volume_id)?;
-            let dev = engine.ensure_active(&v)?;
-            if path.is_dir() {
-                let d = dev.to_string_lossy().to_string();
-                let p = path.to_string_lossy().to_string();
-                match detect_fs(&dev).map_err(io)? {
-                    Some("ext4") => run("resize2fs", &[&d])?,
-                    Some("xfs") => run("xfs_growfs", &[&p])?,
-                    Some("btrfs") => run("btrfs", &["filesystem", "resize", "max", &p])?,
-                    _ => return Err(io("no filesystem to grow")),
-                }
-            }
-            Ok(v.bytes)
-        })
-        .await?;
+        let bytes = self
+            .backend
+            .grow(r.volume_id, PathBuf::from(r.volume_path))
+            .await?;
         Ok(Response::new(NodeExpandVolumeResponse {
             capacity_bytes: bytes as i64,
         }))

@@ -202,7 +202,7 @@ pub fn ok(out: Output, tool: &str, args: &[&str]) -> String {
 
 /// Reads the mda headers of a device through the metadata crate.
 pub fn mda_headers(dev: &Path) -> Vec<ferrolvm_metadata::mda::MdaHeader> {
-    use ferrolvm::disk::{BlockDisk, Disk};
+    use ferrolvm::lvm::disk::{BlockDisk, Disk};
     let d = BlockDisk::open(dev, false).unwrap();
     let label = ferrolvm_metadata::label::PvLabel::find(&d.read_at(0, 2048).unwrap())
         .unwrap()

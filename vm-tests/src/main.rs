@@ -59,12 +59,16 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Builds the project's release binaries and returns the executables of
-/// `--test` targets named in `tests`.
-fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
+/// `--test` targets named in `tests`. `features` go to both builds (the
+/// device-mapper suite needs `failpoints`; the demo and benchmarks run the
+/// binary operators get).
+fn build(tests: &[&str], features: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
     let ws = workspace();
+    let features = features.join(",");
     image::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "ferrolvm", "--bin", "ferrolvm"])
+            .args(["--features", &features])
             .current_dir(&ws),
     )?;
     let mut found = Vec::new();
@@ -77,6 +81,7 @@ fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
             cmd.arg("--release");
         }
         cmd.args(["-p", "ferrolvm", "--no-run", "--message-format=json"])
+            .args(["--features", &features])
             .current_dir(&ws);
         for t in tests {
             cmd.args([if bench { "--bench" } else { "--test" }, t]);
@@ -102,19 +107,20 @@ fn build(tests: &[&str]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
 }
 
 fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, String> {
-    boot_with(payload, tests, echo, 2048)
+    boot_with(payload, tests, &[], echo, 2048)
 }
 
 /// `memory_mib` also bounds the guest's RAM-backed root, where loop files live.
 fn boot_with(
     payload: &str,
     tests: &[&str],
+    features: &[&str],
     echo: bool,
     memory_mib: u32,
 ) -> Result<qemu::Outcome, String> {
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
-    let (ferrolvm, test_bins) = build(tests)?;
+    let (ferrolvm, test_bins) = build(tests, features)?;
     let (kernel, moddir) = image::kernel(&cache)?;
     // Also at its host path: test binaries find it through CARGO_BIN_EXE_ferrolvm.
     let mut extra = vec![
@@ -193,7 +199,7 @@ fn main() -> ExitCode {
         Some("test") => {
             let filter = args.get(1).cloned().unwrap_or_default();
             let payload = format!("/usr/local/bin/dm-tests --ignored --test-threads=1 {filter}\n");
-            boot(&payload, &["dm"], true).and_then(|o| {
+            boot_with(&payload, &["dm"], &["failpoints"], true, 2048).and_then(|o| {
                 let (passed, failed) = summarize(&o.lines);
                 println!("{passed} passed, {failed} failed");
                 match o.code {
@@ -231,7 +237,7 @@ fn main() -> ExitCode {
             let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
             let payload = format!("/usr/local/bin/vm_csi-tests {n}\n");
             // 200 ext4 volumes with their journals need room on the guest's RAM-backed root.
-            boot_with(&payload, &["vm_csi"], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
+            boot_with(&payload, &["vm_csi"], &[], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
         }
         Some("csi-sanity") => csi_sanity().and_then(|exe| {
             let _ = SANITY_BIN.set(exe);

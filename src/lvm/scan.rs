@@ -8,7 +8,7 @@ use ferrolvm_metadata::mda::MdaHeader;
 use ferrolvm_metadata::scan::{self as mscan, Assembly, DeviceRead, FoundVg, MdaRead};
 use ferrolvm_metadata::SECTOR;
 
-use crate::disk::{BlockDisk, Disk};
+use crate::lvm::disk::{BlockDisk, Disk};
 
 /// One device as seen by the scan.
 #[derive(Debug, Clone)]

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::disk::{BlockDisk, Disk};
-use crate::host::Host;
-use crate::scan::scan_paths;
+use crate::lvm::disk::{BlockDisk, Disk};
+use crate::lvm::host::Host;
+use crate::lvm::scan::scan_paths;
 
 /// Where a VG's metadata lives, and what its headers said last time.
 #[derive(Default, Clone, PartialEq, Eq)]

@@ -143,10 +143,10 @@ impl Host {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let _lock = crate::lock::LvmLock::named(
+        let _lock = crate::lvm::lock::LvmLock::named(
             &self.lock_dir,
             &format!("D_{name}"),
-            crate::lock::Mode::Exclusive,
+            crate::lvm::lock::Mode::Exclusive,
         )?;
         let old = std::fs::read_to_string(path)?;
         let text = devices_file_with(&old, pvs);

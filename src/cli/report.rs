@@ -3,7 +3,7 @@
 use ferrolvm_metadata::alloc::FreeMap;
 use ferrolvm_metadata::{Area, Lv, Segment, ThinSegment, Vg};
 
-use crate::scan::Scan;
+use crate::lvm::scan::Scan;
 
 /// How sizes are printed (`--units`, `--nosuffix`).
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ fn dm_state(vg: &Vg, lv: &Lv) -> (char, char) {
         _ if lv.name.ends_with("_tmeta") => Some("tmeta"),
         _ => None,
     };
-    match dm.info(&crate::activate::dm_uuid(vg, lv, suffix)) {
+    match dm.info(&crate::lvm::activate::dm_uuid(vg, lv, suffix)) {
         None => ('-', '-'),
         Some(info) => {
             let suspended = info.flags().contains(devicemapper::DmFlags::DM_SUSPEND);
@@ -302,9 +302,10 @@ pub fn lv_rows(
     rows
 }
 
-fn dm_handle() -> Option<&'static crate::activate::Dm> {
-    static DM: std::sync::OnceLock<Option<crate::activate::Dm>> = std::sync::OnceLock::new();
-    DM.get_or_init(|| crate::activate::Dm::open().ok()).as_ref()
+fn dm_handle() -> Option<&'static crate::lvm::activate::Dm> {
+    static DM: std::sync::OnceLock<Option<crate::lvm::activate::Dm>> = std::sync::OnceLock::new();
+    DM.get_or_init(|| crate::lvm::activate::Dm::open().ok())
+        .as_ref()
 }
 
 /// lvm2's Data% and Meta% for active thin pools and thin LVs, from the

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use ferrolvm_csi::v1::controller_client::ControllerClient;
-use ferrolvm_csi::v1::node_client::NodeClient;
-use ferrolvm_csi::v1::volume_capability::{
+use ferrolvm_proto::csi::v1::controller_client::ControllerClient;
+use ferrolvm_proto::csi::v1::node_client::NodeClient;
+use ferrolvm_proto::csi::v1::volume_capability::{
     access_mode, AccessMode, AccessType, BlockVolume, MountVolume,
 };
-use ferrolvm_csi::v1::*;
+use ferrolvm_proto::csi::v1::*;
 use tonic::transport::Channel;
 
 #[derive(clap::Subcommand, Debug)]
@@ -117,7 +117,7 @@ pub fn run(endpoint: &str, cmd: CsiCmd) -> Result<(), String> {
             } => {
                 let parameters = class
                     .map(|c| {
-                        [(super::controller::DEVICE_CLASS_PARAM.to_string(), c)]
+                        [(crate::csi::DEVICE_CLASS_PARAM.to_string(), c)]
                             .into_iter()
                             .collect()
                     })
@@ -221,7 +221,7 @@ pub fn run(endpoint: &str, cmd: CsiCmd) -> Result<(), String> {
             CsiCmd::Capacity { class } => {
                 let parameters = class
                     .map(|c| {
-                        [(super::controller::DEVICE_CLASS_PARAM.to_string(), c)]
+                        [(crate::csi::DEVICE_CLASS_PARAM.to_string(), c)]
                             .into_iter()
                             .collect()
                     })

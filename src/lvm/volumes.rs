@@ -13,11 +13,12 @@
 use ferrolvm_metadata::ops::{self, NewLv};
 use ferrolvm_metadata::{Area, ThinSegment, Vg};
 
-use crate::activate::{self, Action, Dm};
-use crate::engine::{EngineError, Result, Session};
-use crate::failpoint;
-use crate::host::Host;
-use crate::scan::Scan;
+use crate::lvm::activate::{self, Action, Dm};
+use crate::lvm::failpoint;
+use crate::lvm::host::Host;
+use crate::lvm::scan::Scan;
+use crate::lvm::session::Session;
+use crate::lvm::{LvmError, Result};
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -39,10 +40,10 @@ fn live_table(s: &Session, dm: &Dm, vg: &Vg, name: &str) -> Result<Vec<activate:
     let lv = vg.lv(name).expect("kind() found it");
     let pool_lv = vg
         .lv(&pool)
-        .ok_or_else(|| EngineError::Refused(format!("thin pool {pool} vanished")))?;
+        .ok_or_else(|| LvmError::Refused(format!("thin pool {pool} vanished")))?;
     let tpool = dm
         .info(&activate::dm_uuid(vg, pool_lv, Some("tpool")))
-        .ok_or_else(|| EngineError::Refused(format!("thin pool {pool} is not active")))?
+        .ok_or_else(|| LvmError::Refused(format!("thin pool {pool} is not active")))?
         .device();
     let Some(ThinSegment::Thin { device_id, .. }) =
         lv.segments.first().and_then(|s| s.thin.as_ref())
@@ -60,7 +61,7 @@ fn live_table(s: &Session, dm: &Dm, vg: &Vg, name: &str) -> Result<Vec<activate:
 fn table(s: &Session, vg: &Vg, name: &str) -> Result<Vec<activate::TableLine>> {
     let lv = vg
         .lv(name)
-        .ok_or_else(|| EngineError::Refused(format!("{}/{name} vanished", vg.name)))?;
+        .ok_or_else(|| LvmError::Refused(format!("{}/{name} vanished", vg.name)))?;
     let pvs = activate::pv_devices(&s.scan, vg)?;
     Ok(activate::striped_table(vg, lv, &pvs)?)
 }
@@ -104,13 +105,13 @@ pub fn create(
         if let Err(cause) = activate_lv(&s, &dm, &name, spec.zero) {
             let mut undo = s.vg.clone();
             let undone = ops::remove_lv(&mut undo, &name)
-                .map_err(EngineError::from)
+                .map_err(LvmError::from)
                 .and_then(|_| {
                     s.commit(undo, format!("Write from ferrolvm: undo lvcreate {name}."))
                 });
             return Err(match undone {
                 Ok(()) => cause,
-                Err(rollback) => EngineError::Rollback {
+                Err(rollback) => LvmError::Rollback {
                     cause: Box::new(cause),
                     rollback: Box::new(rollback),
                 },
@@ -145,15 +146,14 @@ pub fn set_active(
     names.sort_by_key(|n| (kind(&s.vg, n) == LvKind::Pool) != active);
     let mut done = Vec::new();
     for name in names {
-        let lv =
-            s.vg.lv(&name)
-                .ok_or_else(|| {
-                    EngineError::Refused(format!("logical volume {vg_name}/{name} not found"))
-                })?
-                .clone();
+        let lv = s
+            .vg
+            .lv(&name)
+            .ok_or_else(|| LvmError::Refused(format!("logical volume {vg_name}/{name} not found")))?
+            .clone();
         let action = if active {
             if !lv.managed() {
-                return Err(EngineError::Refused(format!(
+                return Err(LvmError::Refused(format!(
                     "{vg_name}/{name} has a segment type ferrolvm cannot activate; use lvm2 for it"
                 )));
             }
@@ -167,7 +167,7 @@ pub fn set_active(
                     if dm.deactivate_pool_if_unused(&s.vg, &name)? {
                         Action::Done
                     } else {
-                        return Err(EngineError::Refused(format!(
+                        return Err(LvmError::Refused(format!(
                             "thin pool {vg_name}/{name} has active thin LVs"
                         )));
                     }
@@ -256,15 +256,15 @@ pub fn create_pool(
     let head = pv_ranges_in(&s, &vg, &tmeta)
         .into_iter()
         .next()
-        .ok_or_else(|| EngineError::Refused("the pool metadata LV has no PV area".into()))?;
+        .ok_or_else(|| LvmError::Refused("the pool metadata LV has no PV area".into()))?;
     let mut disk =
-        crate::disk::BlockDisk::open(&head.0, true).map_err(|source| EngineError::Io {
+        crate::lvm::disk::BlockDisk::open(&head.0, true).map_err(|source| LvmError::Io {
             path: head.0.display().to_string(),
             source,
         })?;
-    crate::disk::Disk::write_at(&mut disk, head.1, &[0u8; 4096])
-        .and_then(|_| crate::disk::Disk::flush(&mut disk))
-        .map_err(|source| EngineError::Io {
+    crate::lvm::disk::Disk::write_at(&mut disk, head.1, &[0u8; 4096])
+        .and_then(|_| crate::lvm::disk::Disk::flush(&mut disk))
+        .map_err(|source| LvmError::Io {
             path: head.0.display().to_string(),
             source,
         })?;
@@ -360,11 +360,10 @@ pub fn resize(
     plan: impl FnOnce(&Vg, &Scan, u32) -> Result<(u32, Option<Vec<String>>)>,
 ) -> Result<(u32, u32)> {
     let mut s = Session::open(host, vg_name)?;
-    let cur = s
-        .vg
-        .lv(name)
-        .ok_or_else(|| EngineError::Refused(format!("logical volume {vg_name}/{name} not found")))?
-        .extent_count();
+    let cur =
+        s.vg.lv(name)
+            .ok_or_else(|| LvmError::Refused(format!("logical volume {vg_name}/{name} not found")))?
+            .extent_count();
     let (extents, pvs) = plan(&s.vg, &s.scan, cur)?;
     let mut vg = s.vg.clone();
     let desc = format!("Write from ferrolvm lvresize {vg_name}/{name}.");
@@ -386,7 +385,7 @@ pub fn resize(
         }
         s.commit(vg, desc)?;
     } else {
-        return Err(EngineError::Refused(format!(
+        return Err(LvmError::Refused(format!(
             "new size ({extents} extents) matches the existing size"
         )));
     }
@@ -398,17 +397,16 @@ pub fn resize(
 /// same two-commit protocol as its creation.
 pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<()> {
     let mut s = Session::open(host, vg_name)?;
-    let lv = s
-        .vg
-        .lv(name)
-        .ok_or_else(|| EngineError::Refused(format!("logical volume {vg_name}/{name} not found")))?
-        .clone();
+    let lv =
+        s.vg.lv(name)
+            .ok_or_else(|| LvmError::Refused(format!("logical volume {vg_name}/{name} not found")))?
+            .clone();
     let dm = Dm::open().ok();
     let k = kind(&s.vg, name);
     match (&dm, &k) {
         (Some(dm), LvKind::Pool) => {
             if !ops::thin_lvs(&s.vg, name).is_empty() {
-                return Err(EngineError::Refused(format!(
+                return Err(LvmError::Refused(format!(
                     "thin pool {vg_name}/{name} still holds thin LVs; remove them first"
                 )));
             }
@@ -418,7 +416,7 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
             dm.deactivate(&s.vg, &lv)?;
         }
         (None, LvKind::Thin(_)) => {
-            return Err(EngineError::Refused(
+            return Err(LvmError::Refused(
                 "removing a thin LV needs device-mapper to update the pool".into(),
             ))
         }
@@ -447,7 +445,7 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
         }
     }
     for (path, offset, len) in ranges {
-        crate::disk::discard(&path, offset, len).map_err(|source| EngineError::Io {
+        crate::lvm::disk::discard(&path, offset, len).map_err(|source| LvmError::Io {
             path: path.display().to_string(),
             source,
         })?;

@@ -1,0 +1,14 @@
+//! Compiles the vendored protocols with protox (a pure-Rust protobuf
+//! compiler), so the build needs no protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let csi = dir.join("csi.proto");
+    println!("cargo:rerun-if-changed={}", csi.display());
+    let fds = protox::compile([&csi], [dir])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every test CI runs (.ci/run calls this): installs what is missing, checks
+# style, runs the host suite, the device-mapper suite and csi-sanity in the
+# VM, and a bounded fuzzing pass; ends with one `N passed, N failed` line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+command -v go >/dev/null || { echo "test: go is required to build csi-sanity" >&2; exit 1; }
+
+log=target/ferrolvm-test.log
+mkdir -p target
+: >"$log"
+
+echo "== style: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --release -q -- -D warnings
+
+echo "== host: unit, property, golden, interop, crash and tidy tests"
+cargo test --workspace --release 2>&1 | tee -a "$log"
+
+echo "== VM: the device-mapper suite on a real kernel (QEMU TCG), side by side with lvm2"
+cargo run --release -q -p vm-tests -- test 2>&1 | tee -a "$log"
+
+echo "== VM: csi-sanity against ferrolvm node --standalone"
+cargo run --release -q -p vm-tests -- csi-sanity 2>&1 | tee -a "$log"
+
+echo "== fuzzing every parser, seeded with lvm2-written samples"
+bash fuzz/run.sh 20
+
+# One closing line for the whole run: cargo's "test result:" lines plus
+# csi-sanity's "N Passed | N Failed".
+awk '/^test result:/ { p += $4; f += $6 }
+     /(SUCCESS|FAIL)! -- / { for (i = 1; i <= NF; i++) { if ($i == "Passed") p += $(i-1); if ($i == "Failed") f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log"

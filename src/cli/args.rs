@@ -1,0 +1,259 @@
+//! The command line's shape: lvm2's command names, flags and meanings for
+//! what ferrolvm implements, and the servers' commands (`node`,
+//! `controller`, `csi`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrolvm",
+    version,
+    about = "LVM2-compatible volume management without the lvm tools"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Common {
+    /// Only use these devices (comma-separated or repeated), like lvm's --devices.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub devices: Vec<PathBuf>,
+    /// Accepted for command-line compatibility with lvm2; ferrolvm never needs it.
+    #[arg(long, global = true, hide = true)]
+    pub driverloaded: Option<String>,
+    /// Answer yes to prompts (ferrolvm never prompts).
+    #[arg(short = 'y', long = "yes", global = true)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReportArgs {
+    /// `json` or `basic`.
+    #[arg(long)]
+    pub reportformat: Option<String>,
+    /// Fields, comma-separated; a leading `+` adds to the defaults.
+    #[arg(short = 'o', long = "options")]
+    pub options: Option<String>,
+    /// h, b, s, k, m, g, t, p, e.
+    #[arg(long)]
+    pub units: Option<char>,
+    #[arg(long)]
+    pub nosuffix: bool,
+    #[arg(long)]
+    pub noheadings: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PvLayoutArgs {
+    /// Size of each metadata area (lvm size syntax, default unit MiB).
+    #[arg(long)]
+    pub metadatasize: Option<String>,
+    /// Metadata areas per PV: 0, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    pub pvmetadatacopies: u32,
+    /// Alignment of the data area start (lvm size syntax, default unit KiB; default 1 MiB).
+    #[arg(long)]
+    pub dataalignment: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Initialise devices as physical volumes.
+    Pvcreate {
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Create a volume group.
+    Vgcreate {
+        /// Extent size (default 4 MiB).
+        #[arg(short = 's', long = "physicalextentsize")]
+        extent_size: Option<String>,
+        #[arg(long = "addtag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        vg: String,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Add physical volumes to a volume group.
+    Vgextend {
+        #[command(flatten)]
+        layout: PvLayoutArgs,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        vg: String,
+        #[arg(required = true)]
+        pvs: Vec<PathBuf>,
+    },
+    /// Remove a volume group (with -f, also its inactive LVs).
+    Vgremove {
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        vgs: Vec<String>,
+    },
+    Pvs {
+        #[command(flatten)]
+        report: ReportArgs,
+        names: Vec<String>,
+    },
+    Vgs {
+        #[command(flatten)]
+        report: ReportArgs,
+        names: Vec<String>,
+    },
+    Lvs {
+        #[command(flatten)]
+        report: ReportArgs,
+        /// Include hidden LVs.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+        names: Vec<String>,
+    },
+    /// Create a linear or striped logical volume.
+    Lvcreate(LvcreateArgs),
+    /// Remove logical volumes.
+    Lvremove {
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        /// Discard the freed extents (BLKDISCARD) after removal.
+        #[arg(long)]
+        discard: bool,
+        #[arg(required = true)]
+        lvs: Vec<String>,
+    },
+    /// Grow a logical volume.
+    Lvextend {
+        #[arg(short = 'L', long = "size")]
+        size: Option<String>,
+        #[arg(short = 'l', long = "extents")]
+        extents: Option<String>,
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Grow or shrink a logical volume.
+    Lvresize {
+        #[arg(short = 'L', long = "size", allow_hyphen_values = true)]
+        size: Option<String>,
+        #[arg(short = 'l', long = "extents", allow_hyphen_values = true)]
+        extents: Option<String>,
+        #[arg(short = 'f', long = "force", action = clap::ArgAction::Count)]
+        force: u8,
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Rename a logical volume: `VG OLD NEW`, `VG/OLD NEW` or `VG/OLD VG/NEW`.
+    Lvrename {
+        #[arg(required = true, num_args = 2..=3)]
+        args: Vec<String>,
+    },
+    /// Activate or deactivate logical volumes.
+    Lvchange {
+        /// y or n.
+        #[arg(short = 'a', long = "activate")]
+        activate: String,
+        /// Activate even if the LV is marked to be skipped (thin snapshots are).
+        #[arg(short = 'K', long = "ignoreactivationskip")]
+        ignore_skip: bool,
+        #[arg(required = true)]
+        lvs: Vec<String>,
+    },
+    /// Activate or deactivate every linear and striped LV of volume groups.
+    Vgchange {
+        /// y or n.
+        #[arg(short = 'a', long = "activate")]
+        activate: String,
+        /// Also activate LVs marked to be skipped.
+        #[arg(short = 'K', long = "ignoreactivationskip")]
+        ignore_skip: bool,
+        #[arg(required = true)]
+        vgs: Vec<String>,
+    },
+    /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
+    Node {
+        /// Device classes, in TopoLVM's lvmd.yaml shape.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "node-name")]
+        node_name: String,
+        /// unix:///path/to/csi.sock
+        #[arg(long = "csi-endpoint")]
+        csi_endpoint: String,
+        /// Also serve the Controller service for this one node, without Kubernetes.
+        #[arg(long)]
+        standalone: bool,
+    },
+    /// The Kubernetes-backed CSI controller (not available yet; use `node --standalone`).
+    Controller,
+    /// Talk to a running `ferrolvm node` as a CSI client would.
+    Csi {
+        /// unix:///path/to/csi.sock
+        #[arg(long = "csi-endpoint")]
+        csi_endpoint: String,
+        #[command(subcommand)]
+        call: crate::cli::csi_client::CsiCmd,
+    },
+    /// Check VG metadata consistency; --updatemetadata rewrites every copy.
+    Vgck {
+        #[arg(long)]
+        updatemetadata: bool,
+        vgs: Vec<String>,
+    },
+}
+
+/// `lvcreate`'s flags: linear, striped, thin pools, thin LVs, snapshots.
+#[derive(Args, Debug)]
+pub struct LvcreateArgs {
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    #[arg(short = 'L', long = "size")]
+    pub size: Option<String>,
+    #[arg(short = 'l', long = "extents")]
+    pub extents: Option<String>,
+    #[arg(short = 'i', long = "stripes")]
+    pub stripes: Option<u32>,
+    #[arg(short = 'I', long = "stripesize")]
+    pub stripe_size: Option<String>,
+    #[arg(long = "addtag")]
+    pub tags: Vec<String>,
+    /// y or n.
+    #[arg(short = 'a', long = "activate", default_value = "y")]
+    pub activate: String,
+    /// Thin: with -V, a thin LV in the pool named by VG/POOL; with -L, a new pool.
+    #[arg(short = 'T', long = "thin")]
+    pub thin: bool,
+    #[arg(long = "thinpool")]
+    pub thinpool: Option<String>,
+    /// Virtual size of a thin LV.
+    #[arg(short = 'V', long = "virtualsize")]
+    pub virtualsize: Option<String>,
+    /// Thin pool chunk size (default 64 KiB).
+    #[arg(short = 'c', long = "chunksize")]
+    pub chunksize: Option<String>,
+    /// Activate even if the LV is marked to be skipped (thin snapshots are).
+    #[arg(short = 'K', long = "ignoreactivationskip")]
+    pub ignore_skip: bool,
+    /// Zero the first 4 KiB (y|n); only meaningful with activation.
+    #[arg(short = 'Z', long = "zero")]
+    pub zero: Option<String>,
+    #[arg(long = "type")]
+    pub segtype: Option<String>,
+    #[arg(short = 's', long = "snapshot")]
+    pub snapshot: bool,
+    /// VG, then optionally the PVs to allocate from.
+    #[arg(required = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,93 @@
+//! The command line: lvm2's commands (same names, flags and meanings for
+//! what ferrolvm implements) and the servers' commands. Parsing is in
+//! [`args`]; each command group has its file; [`run`] only dispatches.
+
+pub mod args;
+pub mod csi_client;
+mod lv;
+mod pv_vg;
+pub mod report;
+mod reporting;
+mod serve;
+
+pub use args::{Cli, Cmd};
+
+use crate::lvm::host::Host;
+use crate::lvm::{LvmError, Result};
+
+/// A command-line mistake: lvm2 says so and exits with a failure.
+fn usage(msg: impl Into<String>) -> LvmError {
+    LvmError::Refused(msg.into())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let common = cli.common;
+    let host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
+    match cli.cmd {
+        Cmd::Pvcreate { layout, force, pvs } => pv_vg::pvcreate(&host, &layout, force, &pvs),
+        Cmd::Vgcreate {
+            extent_size,
+            tags,
+            layout,
+            force: _,
+            vg,
+            pvs,
+        } => pv_vg::vgcreate(&host, &vg, &pvs, extent_size.as_deref(), tags, &layout),
+        Cmd::Vgextend {
+            layout,
+            force: _,
+            vg,
+            pvs,
+        } => pv_vg::vgextend(&host, &vg, &pvs, &layout),
+        Cmd::Vgremove { force, vgs } => pv_vg::vgremove(&host, &vgs, force),
+        Cmd::Vgck {
+            updatemetadata,
+            vgs,
+        } => pv_vg::vgck(&host, updatemetadata, &vgs),
+        Cmd::Pvs { report, names } => reporting::pvs(&host, &report, &names),
+        Cmd::Vgs { report, names } => reporting::vgs(&host, &report, &names),
+        Cmd::Lvs { report, all, names } => reporting::lvs(&host, &report, all, &names),
+        Cmd::Lvcreate(a) => lv::lvcreate(&host, a),
+        Cmd::Lvremove {
+            force: _,
+            discard,
+            lvs,
+        } => lv::lvremove(&host, &lvs, discard),
+        Cmd::Lvchange {
+            activate,
+            ignore_skip,
+            lvs,
+        } => lv::lvchange(&host, &activate, ignore_skip, &lvs),
+        Cmd::Vgchange {
+            activate,
+            ignore_skip,
+            vgs,
+        } => lv::vgchange(&host, &activate, ignore_skip, &vgs),
+        Cmd::Lvextend {
+            size,
+            extents,
+            args,
+        } => lv::resize(&host, size, extents, &args, true),
+        Cmd::Lvresize {
+            size,
+            extents,
+            force: _,
+            args,
+        } => lv::resize(&host, size, extents, &args, false),
+        Cmd::Lvrename { args } => lv::lvrename(&host, &args),
+        Cmd::Node {
+            config,
+            node_name,
+            csi_endpoint,
+            standalone,
+        } => serve::node(host, &config, node_name, &csi_endpoint, standalone),
+        Cmd::Controller => Err(LvmError::Refused(
+            "the Kubernetes-backed controller (LogicalVolume resources, CSIStorageCapacity, scheduler extender) is not built yet; \
+             for a single node, run `ferrolvm node --standalone`"
+                .into(),
+        )),
+        Cmd::Csi { csi_endpoint, call } => {
+            csi_client::run(&csi_endpoint, call).map_err(LvmError::Refused)
+        }
+    }
+}

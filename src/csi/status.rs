@@ -1,0 +1,86 @@
+//! The one place where errors become gRPC codes: the node engine's errors
+//! are classified into backend-neutral kinds, and each kind has its code.
+
+use tonic::{Code, Status};
+
+use super::backend::{BackendError, ErrorKind};
+use crate::node::VolumeError;
+
+impl From<VolumeError> for BackendError {
+    fn from(e: VolumeError) -> Self {
+        let kind = match &e {
+            VolumeError::UnknownClass(_) | VolumeError::NotThin(_) => ErrorKind::InvalidArgument,
+            VolumeError::Conflict { .. } => ErrorKind::AlreadyExists,
+            VolumeError::NoSpace { .. } => ErrorKind::ResourceExhausted,
+            VolumeError::NotFound(_) | VolumeError::PathMissing(_) => ErrorKind::NotFound,
+            VolumeError::Filesystem(_) | VolumeError::Engine(_) => ErrorKind::Internal,
+        };
+        let message = match &e {
+            VolumeError::UnknownClass(c) => format!("unknown device class {c:?}"),
+            _ => e.to_string(),
+        };
+        BackendError::new(kind, message)
+    }
+}
+
+fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+impl From<BackendError> for Status {
+    fn from(e: BackendError) -> Self {
+        Status::new(code(e.kind), e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_keep_their_codes() {
+        let status = |e: VolumeError| Status::from(BackendError::from(e)).code();
+        assert_eq!(
+            status(VolumeError::UnknownClass("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            status(VolumeError::Conflict {
+                name: "v".into(),
+                existing: 1
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            status(VolumeError::NoSpace {
+                class: "c".into(),
+                needed: 2,
+                available: 1
+            }),
+            Code::ResourceExhausted
+        );
+        assert_eq!(status(VolumeError::NotFound("v".into())), Code::NotFound);
+        assert_eq!(
+            status(VolumeError::PathMissing("/p".into())),
+            Code::NotFound
+        );
+        assert_eq!(
+            status(VolumeError::NotThin("t".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            status(VolumeError::Filesystem("mkfs".into())),
+            Code::Internal
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! The one error type of the host side of LVM: every failure of a disk,
+//! a lock, the metadata or device-mapper, with the context to act on it.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LvmError {
+    #[error(transparent)]
+    Metadata(#[from] ferrolvm_metadata::Error),
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("taking lvm lock {name}: {source}")]
+    Lock { name: String, source: io::Error },
+    #[error("volume group \"{0}\" not found")]
+    VgNotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "VG {vg} metadata is inconsistent ({why}); repair it with `vgck --updatemetadata {vg}`"
+    )]
+    Inconsistent { vg: String, why: String },
+    #[error(transparent)]
+    Activate(#[from] crate::lvm::activate::ActivateError),
+    #[error("{cause}; undoing it also failed: {rollback}")]
+    Rollback {
+        cause: Box<LvmError>,
+        rollback: Box<LvmError>,
+    },
+}
+
+impl LvmError {
+    /// lvm2's exit codes: 5 for a failed command, 3 for invalid arguments.
+    pub fn exit_code(&self) -> i32 {
+        5
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LvmError>;

@@ -1,0 +1,21 @@
+//! Crash points for tests: when `FERROLVM_FAILPOINT` names a point, the
+//! process aborts there, as if killed. Tests use this to prove that every
+//! step of a multi-step change (thin create, snapshot, removal) leaves a
+//! state the next run of ferrolvm or lvm2 completes.
+//!
+//! Compiled in only with the `failpoints` cargo feature, which the VM test
+//! suite turns on; the binaries operators run contain none.
+
+/// Aborts the process when `FERROLVM_FAILPOINT` is `point`.
+#[cfg(feature = "failpoints")]
+pub fn hit(point: &str) {
+    if std::env::var_os("FERROLVM_FAILPOINT").is_some_and(|p| p == point) {
+        eprintln!("ferrolvm: failpoint {point} reached, aborting");
+        std::process::abort();
+    }
+}
+
+/// Without the `failpoints` feature, a failpoint is nothing at all.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_point: &str) {}

@@ -1,0 +1,168 @@
+//! The node engine: volumes keyed by their CSI name, on the device classes
+//! of this node. It replaces TopoLVM's lvmd, in-process.
+//!
+//! - Idempotent: the CSI name is kept in an LV tag, so a retried or
+//!   restarted create finds the volume it made instead of making a twin.
+//! - Group commit (`create.rs`): concurrent creates on one VG queue up;
+//!   whoever takes the VG's commit lock drains the queue and commits all of
+//!   them at once, then activates each. Thin creates of one class share one
+//!   pool transaction (its two commits).
+//! - Snapshots and clones (`snapshots.rs`) on thin classes.
+
+mod create;
+mod snapshots;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ferrolvm_metadata::{Lv, Vg};
+
+use super::config::{ClassType, DeviceClass, NodeConfig};
+use super::volume::{to_volume, Volume, VolumeError};
+use crate::lvm::host::Host;
+use crate::lvm::volumes;
+use crate::lvm::LvmError;
+use create::VgQueue;
+
+pub struct NodeEngine {
+    host: Host,
+    pub config: NodeConfig,
+    queues: Mutex<HashMap<String, Arc<VgQueue>>>,
+}
+
+impl NodeEngine {
+    pub fn new(host: Host, config: NodeConfig) -> NodeEngine {
+        NodeEngine {
+            host,
+            config,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The create queue and commit lock of one VG.
+    fn queue(&self, vg: &str) -> Arc<VgQueue> {
+        self.queues
+            .lock()
+            .expect("poisoned")
+            .entry(vg.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn class(&self, name: Option<&str>) -> Result<DeviceClass, VolumeError> {
+        self.config
+            .class(name)
+            .cloned()
+            .ok_or_else(|| VolumeError::UnknownClass(name.unwrap_or("").to_string()))
+    }
+
+    fn read_vg(&self, vg: &str) -> Result<Vg, VolumeError> {
+        let scan = crate::lvm::scan::scan_paths(&self.host.candidate_devices());
+        Ok(scan
+            .vg(vg)
+            .ok_or_else(|| LvmError::VgNotFound(vg.into()))?
+            .vg
+            .clone())
+    }
+
+    /// All volumes ferrolvm made on this node's classes.
+    pub fn list(&self) -> Result<Vec<Volume>, VolumeError> {
+        let mut out = Vec::new();
+        for c in &self.config.device_classes {
+            let vg = self.read_vg(&c.volume_group)?;
+            // Classes may share a VG (thick, and thin in a pool of it): each lists its own.
+            let pool = c
+                .thin_pool
+                .as_ref()
+                .filter(|_| c.class_type == ClassType::Thin)
+                .map(|p| p.name.as_str());
+            let mine = |l: &&Lv| match l.segments.first().and_then(|s| s.thin.as_ref()) {
+                Some(ferrolvm_metadata::ThinSegment::Thin { thin_pool, .. }) => {
+                    Some(thin_pool.as_str()) == pool
+                }
+                _ => pool.is_none(),
+            };
+            out.extend(
+                vg.lvs
+                    .iter()
+                    .filter(mine)
+                    .filter_map(|l| to_volume(&vg, l, &c.name)),
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn find(&self, id: &str) -> Result<Option<Volume>, VolumeError> {
+        Ok(self.list()?.into_iter().find(|v| v.id == id))
+    }
+
+    /// Bytes a new volume of `class` can get.
+    pub fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError> {
+        let c = self.class(class)?;
+        Ok(c.capacity(&self.read_vg(&c.volume_group)?))
+    }
+
+    /// The readiness check of a node: device-mapper usable, and every
+    /// configured VG readable and writable by ferrolvm.
+    pub fn probe(&self) -> Result<(), String> {
+        crate::lvm::activate::Dm::open().map_err(|e| e.to_string())?;
+        let scan = crate::lvm::scan::scan_paths(&self.host.candidate_devices());
+        for c in &self.config.device_classes {
+            let vg = &c.volume_group;
+            let found = scan
+                .vg(vg)
+                .ok_or_else(|| format!("volume group {vg} not found"))?;
+            found.vg.check_writable(None).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Activates the volume if needed and returns its device node.
+    pub fn ensure_active(&self, v: &Volume) -> Result<std::path::PathBuf, VolumeError> {
+        let path =
+            crate::lvm::activate::mapper_path(&crate::lvm::activate::dm_name(&v.vg, &v.lv, None));
+        if !path.exists() {
+            volumes::set_active(
+                &self.host,
+                &v.vg,
+                Some(std::slice::from_ref(&v.lv)),
+                true,
+                true,
+            )?;
+        }
+        Ok(path)
+    }
+
+    /// Removes a volume; an unknown id is not an error (CSI's DeleteVolume).
+    pub fn delete(&self, id: &str) -> Result<bool, VolumeError> {
+        let Some(v) = self.find(id)? else {
+            return Ok(false);
+        };
+        let queue = self.queue(&v.vg);
+        let _leader = queue.commit.lock().expect("poisoned");
+        volumes::remove(&self.host, &v.vg, &v.lv, false)?;
+        Ok(true)
+    }
+
+    /// Grows a volume to at least `bytes`; returns its new size.
+    pub fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError> {
+        let v = self
+            .find(id)?
+            .ok_or_else(|| VolumeError::NotFound(id.into()))?;
+        if v.bytes >= bytes {
+            return Ok(v.bytes);
+        }
+        let queue = self.queue(&v.vg);
+        let _leader = queue.commit.lock().expect("poisoned");
+        let mut es = 0;
+        let (_, now) = volumes::resize(&self.host, &v.vg, &v.lv, |vg, _, _| {
+            es = vg.extent_size as u64 * 512;
+            Ok((
+                u32::try_from(bytes.div_ceil(es))
+                    .map_err(|_| LvmError::Refused("too large".into()))?,
+                None,
+            ))
+        })?;
+        Ok(now as u64 * es)
+    }
+}

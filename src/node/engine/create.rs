@@ -1,0 +1,315 @@
+//! Group commit: creates queue per VG, and whoever takes the VG's commit
+//! lock drains the queue, applies every create to one model, commits once
+//! and activates each. Thin creates of one class go into one pool
+//! transaction.
+
+use std::sync::{mpsc, Mutex};
+
+use ferrolvm_metadata::ops::{self, NewLv};
+
+use super::NodeEngine;
+use crate::lvm::activate::Dm;
+use crate::lvm::session::{self, Session};
+use crate::lvm::size::parse_size;
+use crate::lvm::volumes;
+use crate::lvm::LvmError;
+use crate::node::config::{ClassType, DeviceClass};
+use crate::node::volume::{
+    csi_name, hex, lv_name_for, to_volume, unique_name, Volume, VolumeError, NAME_TAG,
+};
+
+pub(super) struct Job {
+    name: String,
+    class: DeviceClass,
+    required: u64,
+    limit: u64,
+    reply: mpsc::Sender<Result<Volume, VolumeError>>,
+}
+
+#[derive(Default)]
+pub(super) struct VgQueue {
+    pub(super) pending: Mutex<Vec<Job>>,
+    pub(super) commit: Mutex<()>,
+}
+
+impl NodeEngine {
+    /// Creates (or finds) the volume `name` with between `required` and
+    /// `limit` bytes (`limit` 0: no limit), active.
+    pub fn create(
+        &self,
+        name: &str,
+        class: Option<&str>,
+        required: u64,
+        limit: u64,
+    ) -> Result<Volume, VolumeError> {
+        let class = self.class(class)?;
+        let queue = self.queue(&class.volume_group);
+        let (reply, answer) = mpsc::channel();
+        queue.pending.lock().expect("poisoned").push(Job {
+            name: name.to_string(),
+            class,
+            required,
+            limit,
+            reply,
+        });
+        if let Ok(r) = answer.try_recv() {
+            return r;
+        }
+        let _leader = queue.commit.lock().expect("poisoned");
+        // A leader before us may have taken our job and answered already.
+        if let Ok(r) = answer.try_recv() {
+            return r;
+        }
+        let jobs = std::mem::take(&mut *queue.pending.lock().expect("poisoned"));
+        self.run_batch(jobs);
+        answer.recv().unwrap_or_else(|_| {
+            Err(VolumeError::Engine(LvmError::Refused(
+                "the batch ended without answering".into(),
+            )))
+        })
+    }
+
+    /// Applies every job to one VG model, commits once (thick) and activates.
+    fn run_batch(&self, jobs: Vec<Job>) {
+        let Some(first) = jobs.first() else { return };
+        let vg_name = first.class.volume_group.clone();
+        let mut s = match Session::open(&self.host, &vg_name) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j
+                        .reply
+                        .send(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                }
+                return;
+            }
+        };
+        let mut vg = s.vg.clone();
+        let mut created: Vec<(Job, String)> = Vec::new();
+        let mut found: Vec<(Job, String)> = Vec::new();
+        let mut thin: Vec<Job> = Vec::new();
+        let es = vg.extent_size as u64 * 512;
+        for job in jobs {
+            if let Some(lv) = vg
+                .lvs
+                .iter()
+                .find(|l| csi_name(l).as_deref() == Some(job.name.as_str()))
+            {
+                let bytes = lv.extent_count() as u64 * es;
+                if bytes < job.required || (job.limit > 0 && bytes > job.limit) {
+                    let _ = job.reply.send(Err(VolumeError::Conflict {
+                        name: job.name.clone(),
+                        existing: bytes,
+                    }));
+                } else {
+                    let lv = lv.name.clone();
+                    found.push((job, lv));
+                }
+                continue;
+            }
+            if job.class.class_type == ClassType::Thin {
+                thin.push(job);
+                continue;
+            }
+            let extents = job.required.max(1).div_ceil(es);
+            let stripes = job.class.stripe.unwrap_or(1).max(1);
+            let extents = extents.div_ceil(stripes as u64) * stripes as u64;
+            let spare = job.class.spare_gb.unwrap_or(10) << 30;
+            let free = ferrolvm_metadata::alloc::FreeMap::of(&vg).total() * es;
+            if extents * es + spare > free {
+                let available = free.saturating_sub(spare);
+                let _ = job.reply.send(Err(VolumeError::NoSpace {
+                    class: job.class.name.clone(),
+                    needed: extents * es,
+                    available,
+                }));
+                continue;
+            }
+            let lv_name = unique_name(&vg, &job.name);
+            let stripe_size = job
+                .class
+                .stripe_size
+                .as_deref()
+                .and_then(|s| parse_size(s, 'k').ok())
+                .map(|(_, b)| (b / 512) as u32)
+                .or((stripes > 1).then_some(128));
+            let new = NewLv {
+                name: lv_name.clone(),
+                id: session::random_uuid(),
+                tags: vec![format!("{NAME_TAG}{}", hex(&job.name))],
+                creation_time: session::now(),
+                creation_host: self.host.hostname.clone(),
+            };
+            match u32::try_from(extents)
+                .map_err(|_| ferrolvm_metadata::Error::Request("too large".into()))
+                .and_then(|n| ops::create_lv(&mut vg, new, n, stripes, stripe_size, None))
+            {
+                Ok(()) => created.push((job, lv_name)),
+                Err(e) => {
+                    let _ = job.reply.send(Err(VolumeError::Engine(e.into())));
+                }
+            }
+        }
+        if !created.is_empty() {
+            let names: Vec<&str> = created.iter().map(|(j, _)| j.name.as_str()).collect();
+            if let Err(e) = s.commit(
+                vg,
+                format!("Write from ferrolvm: CreateVolume {}.", names.join(", ")),
+            ) {
+                let msg = e.to_string();
+                for (j, _) in created {
+                    let _ = j
+                        .reply
+                        .send(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                }
+                created = Vec::new();
+            }
+        }
+        let activate = |s: &Session, lv_name: &str, class: &str| -> Result<Volume, VolumeError> {
+            let dm = Dm::open().map_err(LvmError::from)?;
+            let lv =
+                s.vg.lv(lv_name)
+                    .ok_or_else(|| VolumeError::NotFound(lv_name.into()))?
+                    .clone();
+            if !dm.is_active(&s.vg, &lv) {
+                let pvs =
+                    crate::lvm::activate::pv_devices(&s.scan, &s.vg).map_err(LvmError::from)?;
+                let table = crate::lvm::activate::striped_table(&s.vg, &lv, &pvs)
+                    .map_err(LvmError::from)?;
+                dm.activate(&s.vg, &lv, &table).map_err(LvmError::from)?;
+                crate::lvm::activate::zero_start(&crate::lvm::activate::dm_name(
+                    &s.vg.name, lv_name, None,
+                ))
+                .map_err(LvmError::from)?;
+            }
+            Ok(to_volume(&s.vg, &lv, class).expect("tagged"))
+        };
+        for (job, lv) in created {
+            let _ = job.reply.send(activate(&s, &lv, &job.class.name));
+        }
+        drop(s);
+        for (job, lv) in found {
+            let r = volumes::set_active(
+                &self.host,
+                &vg_name,
+                Some(std::slice::from_ref(&lv)),
+                true,
+                true,
+            )
+            .map_err(VolumeError::from)
+            .and_then(|_| self.read_vg(&vg_name))
+            .and_then(|vg| {
+                vg.lv(&lv)
+                    .and_then(|l| to_volume(&vg, l, &job.class.name))
+                    .ok_or_else(|| VolumeError::NotFound(lv.clone()))
+            });
+            let _ = job.reply.send(r);
+        }
+        // Thin creates of one class share a pool transaction.
+        let mut by_class: Vec<(String, Vec<Job>)> = Vec::new();
+        for job in thin {
+            match by_class.iter_mut().find(|(c, _)| *c == job.class.name) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_class.push((job.class.name.clone(), vec![job])),
+            }
+        }
+        for (_, jobs) in by_class {
+            let results = self.create_thin_batch(&jobs);
+            for (job, r) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(r);
+            }
+        }
+    }
+
+    /// Thin volumes of one class in one pool transaction; one result per job.
+    fn create_thin_batch(&self, jobs: &[Job]) -> Vec<Result<Volume, VolumeError>> {
+        let class = jobs[0].class.clone();
+        let fail = |e: VolumeError| -> Vec<Result<Volume, VolumeError>> {
+            let msg = e.to_string();
+            jobs.iter()
+                .map(|_| Err(VolumeError::Engine(LvmError::Refused(msg.clone()))))
+                .collect()
+        };
+        let Some(pool) = class.thin_pool.as_ref().map(|p| p.name.clone()) else {
+            return fail(VolumeError::UnknownClass(class.name.clone()));
+        };
+        let available = match self.capacity(Some(&class.name)) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        // Admit jobs in order while the class has room for them.
+        let mut admitted = Vec::new();
+        let mut results: Vec<Option<Result<Volume, VolumeError>>> =
+            jobs.iter().map(|_| None).collect();
+        let mut used = 0u64;
+        for (i, job) in jobs.iter().enumerate() {
+            if used + job.required > available {
+                results[i] = Some(Err(VolumeError::NoSpace {
+                    class: class.name.clone(),
+                    needed: job.required,
+                    available: available - used,
+                }));
+            } else {
+                used += job.required;
+                admitted.push(i);
+            }
+        }
+        if admitted.is_empty() {
+            return results
+                .into_iter()
+                .map(|r| r.expect("every job answered"))
+                .collect();
+        }
+        let mut lv_names: Vec<String> = Vec::new();
+        let created = volumes::create_thins(&self.host, &class.volume_group, &pool, true, |vg| {
+            let es = vg.extent_size as u64 * 512;
+            let mut items = Vec::new();
+            for &i in &admitted {
+                let job = &jobs[i];
+                let mut lv_name = unique_name(vg, &job.name);
+                let mut n = 1;
+                while lv_names.contains(&lv_name) {
+                    lv_name = format!("{}-{n}", lv_name_for(&job.name));
+                    n += 1;
+                }
+                lv_names.push(lv_name.clone());
+                let extents = u32::try_from(job.required.max(1).div_ceil(es))
+                    .map_err(|_| LvmError::Refused("too large".into()))?;
+                let tags = vec![format!("{NAME_TAG}{}", hex(&job.name))];
+                items.push((
+                    NewLv {
+                        name: lv_name,
+                        id: session::random_uuid(),
+                        tags,
+                        creation_time: session::now(),
+                        creation_host: self.host.hostname.clone(),
+                    },
+                    extents,
+                ));
+            }
+            Ok(items)
+        });
+        match created {
+            Ok(vg) => {
+                for (&i, lv_name) in admitted.iter().zip(&lv_names) {
+                    results[i] = Some(
+                        vg.lv(lv_name)
+                            .and_then(|l| to_volume(&vg, l, &class.name))
+                            .ok_or_else(|| VolumeError::NotFound(lv_name.clone())),
+                    );
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for &i in &admitted {
+                    results[i] = Some(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every job answered"))
+            .collect()
+    }
+}

@@ -1,0 +1,159 @@
+//! A volume as the CSI layer sees it, and how it is kept in LVM: the CSI
+//! name lives hex-encoded in an LV tag (CSI names may hold characters that
+//! tags may not), the LV is named after it when LVM allows, and the volume
+//! id is the LV's uuid.
+
+use ferrolvm_metadata::{Lv, Vg};
+
+use crate::lvm::LvmError;
+
+/// Tag prefix holding the hex-encoded CSI name (CSI names may hold characters tags may not).
+pub const NAME_TAG: &str = "ferrolvm.io/name=";
+/// Tag prefix of snapshots: the hex-encoded CSI snapshot name.
+pub const SNAPSHOT_TAG: &str = "ferrolvm.io/snapshot=";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("unknown device class {0:?}")]
+    UnknownClass(String),
+    #[error(
+        "volume {name:?} exists with {existing} bytes, which does not fit the requested range"
+    )]
+    Conflict { name: String, existing: u64 },
+    #[error(
+        "not enough space in device class {class}: {needed} bytes requested, {available} available"
+    )]
+    NoSpace {
+        class: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error("volume {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    NotThin(String),
+    /// A path given for a published volume is not there.
+    #[error("{0} does not exist")]
+    PathMissing(String),
+    /// A filesystem or mount step on the host failed (mkfs, mount, grow).
+    #[error("{0}")]
+    Filesystem(String),
+    #[error(transparent)]
+    Engine(#[from] LvmError),
+}
+
+/// A volume as the CSI layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// `<lv uuid>` — stable across renames and restarts.
+    pub id: String,
+    pub name: String,
+    pub class: String,
+    pub vg: String,
+    pub lv: String,
+    pub bytes: u64,
+}
+
+pub(crate) fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The LV name for a CSI name: the name itself when LVM allows it, else a
+/// stable hash of it.
+pub fn lv_name_for(name: &str) -> String {
+    if name.len() <= 64 && ferrolvm_metadata::names::check_lv_name(name).is_ok() {
+        return name.to_string();
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("csi-{h:016x}")
+}
+
+pub(crate) fn csi_name(lv: &Lv) -> Option<String> {
+    lv.tags
+        .iter()
+        .find_map(|t| t.strip_prefix(NAME_TAG))
+        .and_then(unhex)
+}
+
+pub(crate) fn snapshot_name(lv: &Lv) -> Option<String> {
+    lv.tags
+        .iter()
+        .find_map(|t| t.strip_prefix(SNAPSHOT_TAG))
+        .and_then(unhex)
+}
+
+/// A snapshot as the CSI layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub name: String,
+    /// Volume id of the origin.
+    pub source: String,
+    pub bytes: u64,
+    pub created: u64,
+}
+
+/// Where a new volume's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Snapshot(String),
+    Volume(String),
+}
+
+pub(crate) fn to_volume(vg: &Vg, lv: &Lv, class: &str) -> Option<Volume> {
+    Some(Volume {
+        id: lv.id.dashed(),
+        name: csi_name(lv)?,
+        class: class.to_string(),
+        vg: vg.name.clone(),
+        lv: lv.name.clone(),
+        bytes: lv.extent_count() as u64 * vg.extent_size as u64 * 512,
+    })
+}
+
+pub(crate) fn unique_name(vg: &Vg, name: &str) -> String {
+    let base = lv_name_for(name);
+    if vg.lv(&base).is_none() {
+        return base;
+    }
+    (1..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| vg.lv(n).is_none())
+        .expect("some suffix is free")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_tags() {
+        assert_eq!(lv_name_for("pvc-0f1e2d"), "pvc-0f1e2d");
+        let odd = lv_name_for("sanity-Node Service NodePublish 1234");
+        assert!(odd.starts_with("csi-") && odd.len() == 20);
+        assert_eq!(
+            lv_name_for("snapshot-x"),
+            lv_name_for("snapshot-x"),
+            "stable"
+        );
+        assert!(
+            lv_name_for("snapshot-x").starts_with("csi-"),
+            "reserved LV names are hashed"
+        );
+        let name = "sanity name with spaces/ and ünïcode";
+        let tag = format!("{NAME_TAG}{}", hex(name));
+        ferrolvm_metadata::names::check_tag(&tag).unwrap();
+        assert_eq!(unhex(&hex(name)).as_deref(), Some(name));
+    }
+}
