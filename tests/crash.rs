@@ -5,18 +5,20 @@
 
 mod common;
 
+use common::mem::*;
+
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ferrolvm::lvm::disk::{BlockDisk, Disk, MemDisk};
-use ferrolvm::lvm::pv_vg::{self, PvLayout};
-use ferrolvm::lvm::scan::{scan_disks, scan_paths, Scan};
+use ferrolvm::lvm::pv_vg;
+use ferrolvm::lvm::scan::{scan_paths, Scan};
 use ferrolvm::lvm::session;
 use ferrolvm_metadata::commit::Write;
-use ferrolvm_metadata::ops::{self, NewLv};
-use ferrolvm_metadata::{Trailer, Uuid, Vg};
+use ferrolvm_metadata::ops;
+use ferrolvm_metadata::Vg;
 
 /// How a cut write lands.
 #[derive(Clone, Copy, Debug)]
@@ -75,24 +77,6 @@ impl Disk for Faulty<'_> {
     }
 }
 
-fn trailer() -> Trailer {
-    Trailer {
-        generator: "crash test".into(),
-        description: "t".into(),
-        creation_host: "h".into(),
-        uname: "u".into(),
-        creation_time: 1,
-    }
-}
-
-/// Distinct, deterministic uuids (the alphabet has 62 characters).
-fn uuid(n: u8) -> Uuid {
-    let mut b = [0u8; 32];
-    b[0] = n % 62;
-    b[1] = n / 62;
-    Uuid::from_random(b)
-}
-
 /// Applies `writes` to `disks`, cut after `k` writes with `tear`.
 fn run_cut(disks: Vec<&mut dyn Disk>, writes: &[Write], k: usize, tear: Tear) -> bool {
     let budget = Arc::new(AtomicUsize::new(k));
@@ -111,47 +95,6 @@ fn run_cut(disks: Vec<&mut dyn Disk>, writes: &[Write], k: usize, tear: Tear) ->
     session::execute(&mut refs, writes).is_ok()
 }
 
-fn mem_disks(n: usize, mib: usize) -> Vec<MemDisk> {
-    (0..n)
-        .map(|i| MemDisk {
-            data: vec![0; mib << 20],
-            path: format!("/dev/mem{i}").into(),
-        })
-        .collect()
-}
-
-fn scan_mem(disks: &[MemDisk]) -> Scan {
-    let refs: Vec<&dyn Disk> = disks.iter().map(|d| d as &dyn Disk).collect();
-    scan_disks(&refs)
-}
-
-fn apply_all(disks: &mut [MemDisk], writes: &[Write]) {
-    let mut refs: Vec<Option<&mut dyn Disk>> =
-        disks.iter_mut().map(|d| Some(d as &mut dyn Disk)).collect();
-    session::execute(&mut refs, writes).unwrap();
-}
-
-fn small_layout() -> PvLayout {
-    PvLayout {
-        metadata_size: Some(32 << 10),
-        copies: 2,
-        data_alignment: 64 << 10,
-    }
-}
-
-fn pvcreate_mem(disks: &mut [MemDisk], which: &[usize]) {
-    for &i in which {
-        let (label, mdas) = pv_vg::new_pv_label(
-            disks[i].data.len() as u64,
-            small_layout(),
-            uuid(100 + i as u8),
-        )
-        .unwrap();
-        let w = pv_vg::pvcreate_writes(i, &label, &mdas).unwrap();
-        apply_all(disks, &w);
-    }
-}
-
 /// A VG change to crash-test: from the scanned state, the new VG (or None
 /// when the change makes the VG disappear) and its writes.
 type Change = dyn Fn(&Scan) -> (Option<Vg>, Vec<Write>);
@@ -164,16 +107,6 @@ fn lv_change(f: impl Fn(&mut Vg) + 'static) -> Box<Change> {
         let w = session::plan_vg_commit(scan, &mut vg, found.vg.seqno, &trailer()).unwrap();
         (Some(vg), w)
     })
-}
-
-fn new_lv(name: &str, n: u8) -> NewLv {
-    NewLv {
-        name: name.into(),
-        id: uuid(n),
-        tags: vec!["t".into()],
-        creation_time: 1,
-        creation_host: "h".into(),
-    }
 }
 
 /// Cuts `change` after every write, both ways, and checks old-or-new; then

@@ -905,3 +905,89 @@ fn csi_engine_groups_thin_creates() {
     thin_check(&l, "gvg", "pool");
     l.assert_vgck_clean("gvg");
 }
+
+/// A tenant who owns a block volume writes onto it a checksum-valid copy of
+/// the node's VG (same VG and PV uuids, a higher seqno, another layout). The
+/// node scans every block device, as it does when installed without
+/// `--devices`, yet sees, reports and writes only the real VG, and the
+/// tenant's bytes stay as the tenant wrote them.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn a_tenant_cannot_steer_the_scan() {
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::NodeEngine;
+    let l = Loops::with_dm(1, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "forgevg", l.dev(0)]);
+    let config = NodeConfig::parse(
+        "device-classes:\n  - {name: ssd, volume-group: forgevg, default: true, spare-gb: 0}",
+    )
+    .unwrap();
+    // No --devices: every block device is a candidate, the tenant's LV included.
+    let engine = NodeEngine::new(ferrolvm::lvm::host::Host::load(None), config);
+    let tenant = engine.create("tenant-block", None, 16 << 20, 0).unwrap();
+    let tenant_dev = format!(
+        "/dev/mapper/{}",
+        ferrolvm::lvm::activate::dm_name(&tenant.vg, &tenant.lv, None)
+    );
+    // The forgery: the PV's head (label and metadata area) copied onto the
+    // volume, then a different layout committed onto that copy through a loop
+    // device over the volume, as any tool of the tenant's could.
+    write_dev(&tenant_dev, &read_dev(l.dev(0), 1 << 20));
+    let out = Command::new("losetup")
+        .args(["-f", "--show", &tenant_dev])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup over the tenant volume failed"
+    );
+    let over = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let ferro = env!("CARGO_BIN_EXE_ferrolvm");
+    let forged = Command::new(ferro)
+        .args([
+            "lvcreate",
+            "--devices",
+            &over,
+            "-an",
+            "-n",
+            "forged",
+            "-L",
+            "8m",
+            "forgevg",
+        ])
+        .output()
+        .unwrap();
+    assert!(Command::new("losetup")
+        .args(["-d", &over])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        forged.status.success(),
+        "the forgery itself failed: {}",
+        String::from_utf8_lossy(&forged.stderr)
+    );
+    let tenant_bytes = read_dev(&tenant_dev, 1 << 20);
+    let seqno = l.seqno("forgevg");
+
+    // What the node reports is the real VG.
+    let listed: Vec<String> = engine.list().unwrap().into_iter().map(|v| v.name).collect();
+    assert_eq!(listed, vec!["tenant-block".to_string()]);
+    // What the node writes is the real VG, one commit further.
+    let after = engine.create("after-forgery", None, 4 << 20, 0).unwrap();
+    assert_eq!(l.seqno("forgevg"), seqno + 1);
+    let names = l.lv_names(false);
+    assert!(
+        names.contains(&after.lv)
+            && names.contains(&tenant.lv)
+            && !names.contains(&"forged".to_string()),
+        "lvm2 on the real PV sees {names:?}"
+    );
+    l.assert_vgck_clean("forgevg");
+    // And the tenant's bytes are untouched.
+    assert!(
+        read_dev(&tenant_dev, 1 << 20) == tenant_bytes,
+        "the node wrote onto a tenant's volume"
+    );
+    assert!(engine.delete(&after.id).unwrap() && engine.delete(&tenant.id).unwrap());
+}

@@ -416,3 +416,60 @@ fn change_watcher_sees_lvm2_within_a_second() {
         .expect("ferrolvm's change was not seen within a second");
     assert_eq!(seqno as u64, before + 2);
 }
+
+/// lvm.conf's `global_filter` and `filter` hide devices from ferrolvm as
+/// they do from lvm2 (a full scan, no `--devices`); a pattern lvm2 could not
+/// parse makes ferrolvm refuse to run, naming it, instead of scanning
+/// everything.
+#[test]
+fn lvm_conf_filters_are_honoured() {
+    let l = Loops::new(2, 64);
+    l.ferro_ok(&["vgcreate", "filtvg0", l.dev(0)]);
+    l.ferro_ok(&["vgcreate", "filtvg1", l.dev(1)]);
+    let sys = tempfile::tempdir().unwrap();
+    let run = |lvm: bool, conf: &str| {
+        std::fs::write(sys.path().join("lvm.conf"), conf).unwrap();
+        let mut c = if lvm {
+            std::process::Command::new("lvm")
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        };
+        c.args(["vgs", "--noheadings", "-o", "vg_name"])
+            .env("LVM_SYSTEM_DIR", sys.path())
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+        if lvm {
+            c.args(["--driverloaded", "n"]);
+        }
+        c.output().unwrap()
+    };
+    let names = |out: std::process::Output| -> Vec<String> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|n| n.starts_with("filtvg"))
+            .map(String::from)
+            .collect()
+    };
+    let reject1 = format!(
+        "devices {{\nglobal_filter = [ \"r|^{}$|\" ]\n}}\n",
+        l.dev(1)
+    );
+    assert_eq!(names(run(false, &reject1)), vec!["filtvg0"]);
+    assert_eq!(names(run(true, &reject1)), vec!["filtvg0"], "lvm2 agrees");
+    let accept1 = format!(
+        "devices {{\nfilter = [ \"a|^{}$|\", \"r|.*|\" ]\n}}\n",
+        l.dev(1)
+    );
+    assert_eq!(names(run(false, &accept1)), vec!["filtvg1"]);
+    assert_eq!(names(run(true, &accept1)), vec!["filtvg1"], "lvm2 agrees");
+    let out = run(false, "devices {\nfilter = [ \"x|bad|\" ]\n}\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("filter pattern") && err.contains("x|bad|"),
+        "a bad filter must be refused by name: {err}"
+    );
+}

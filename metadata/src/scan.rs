@@ -38,6 +38,12 @@ pub enum CopyState {
     Bad(String),
     /// Same seqno as the current copy but different text.
     Mismatch,
+    /// A copy of a VG on a device whose PV that copy does not list: no PV
+    /// of the VG wrote it, so it is ignored, whatever its seqno.
+    Foreign {
+        vg: String,
+        seqno: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,11 +63,16 @@ pub struct FoundVg {
     /// PV uuid -> device index, for the VG's PVs that were found.
     pub pv_devs: BTreeMap<Uuid, usize>,
     pub missing_pvs: Vec<Uuid>,
+    /// PV uuids found on more than one device, with every such device. A VG
+    /// with any is never written: which copy is the PV cannot be known.
+    pub duplicate_pvs: Vec<(Uuid, Vec<usize>)>,
 }
 
 impl FoundVg {
     pub fn consistent(&self) -> bool {
-        self.copies.iter().all(|c| c.state == CopyState::Current) && self.missing_pvs.is_empty()
+        self.copies.iter().all(|c| c.state == CopyState::Current)
+            && self.missing_pvs.is_empty()
+            && self.duplicate_pvs.is_empty()
     }
     pub fn has_mismatch(&self) -> bool {
         self.copies.iter().any(|c| c.state == CopyState::Mismatch)
@@ -76,6 +87,9 @@ pub struct Assembly {
     pub orphans: Vec<usize>,
     /// Unparseable copies that could not even be attributed to a VG.
     pub unattributed: Vec<Copy>,
+    /// Copies on devices that are not PVs of the VG they describe
+    /// ([`CopyState::Foreign`]).
+    pub foreign: Vec<Copy>,
 }
 
 /// Groups copies by VG uuid and picks the newest of each.
@@ -102,14 +116,25 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
     }
     let mut by_vg: BTreeMap<Uuid, Vec<(usize, usize, Vec<u8>)>> = BTreeMap::new();
     let mut out = Assembly::default();
+    let label_of = |dev: usize| devs.iter().find(|d| d.dev == dev).map(|d| d.label.pv_uuid);
     for (dev, mda, r) in per_copy {
         match r {
             Ok(t) => {
-                let id = parsed[&t]
-                    .as_ref()
-                    .map(|v| v.id)
-                    .expect("only parsed texts are Ok");
-                by_vg.entry(id).or_default().push((dev, mda, t));
+                let vg = parsed[&t].as_ref().expect("only parsed texts are Ok");
+                // A PV only ever holds metadata that lists it: anything else
+                // was put there by someone else (e.g. a tenant on its volume).
+                if label_of(dev).is_none_or(|id| vg.pv_by_id(&id).is_none()) {
+                    out.foreign.push(Copy {
+                        dev,
+                        mda,
+                        state: CopyState::Foreign {
+                            vg: vg.name.clone(),
+                            seqno: vg.seqno,
+                        },
+                    });
+                    continue;
+                }
+                by_vg.entry(vg.id).or_default().push((dev, mda, t));
             }
             Err(e) => out.unattributed.push(Copy {
                 dev,
@@ -144,11 +169,14 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
             });
         }
         let mut pv_devs = BTreeMap::new();
+        let mut seen: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
         for d in devs {
             if vg.pv_by_id(&d.label.pv_uuid).is_some() {
-                pv_devs.insert(d.label.pv_uuid, d.dev);
+                pv_devs.entry(d.label.pv_uuid).or_insert(d.dev);
+                seen.entry(d.label.pv_uuid).or_default().push(d.dev);
             }
         }
+        let duplicate_pvs = seen.into_iter().filter(|(_, d)| d.len() > 1).collect();
         // Bad copies on this VG's own PVs belong to its report.
         for c in &out.unattributed {
             if devs
@@ -170,16 +198,16 @@ pub fn assemble(devs: &[DeviceRead]) -> Assembly {
             copies: states,
             pv_devs,
             missing_pvs,
+            duplicate_pvs,
         });
     }
     out.unattributed
         .retain(|c| !out.vgs.iter().any(|v| v.copies.contains(c)));
     for d in devs {
-        if !out
-            .vgs
-            .iter()
-            .any(|v| v.pv_devs.values().any(|&x| x == d.dev))
-        {
+        if !out.vgs.iter().any(|v| {
+            v.pv_devs.values().any(|&x| x == d.dev)
+                || v.duplicate_pvs.iter().any(|(_, ds)| ds.contains(&d.dev))
+        }) {
             out.orphans.push(d.dev);
         }
     }

@@ -23,6 +23,9 @@ fn usage(msg: impl Into<String>) -> LvmError {
 pub fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
     let host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
+    if let (Err(e), false) = (&host.filter, matches!(cli.cmd, Cmd::Csi { .. })) {
+        return Err(LvmError::Refused(e.clone()));
+    }
     match cli.cmd {
         Cmd::Pvcreate { layout, force, pvs } => pv_vg::pvcreate(&host, &layout, force, &pvs),
         Cmd::Vgcreate {

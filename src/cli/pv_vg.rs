@@ -75,12 +75,35 @@ pub fn vgck(host: &Host, update: bool, vgs: &[String]) -> Result<()> {
                     "metadata seqno {} differs from the other copies",
                     found.vg.seqno
                 ),
+                Foreign { vg, seqno } => {
+                    format!("a copy of VG {vg} (seqno {seqno}) on a device that is not its PV")
+                }
             };
             eprintln!("  WARNING: {} mda {}: {what}", scan.path_of(c.dev), c.mda);
             bad = true;
         }
         for id in &found.missing_pvs {
             eprintln!("  WARNING: VG {name} is missing PV {id}");
+            bad = true;
+        }
+        for c in &scan.assembly.foreign {
+            if let ferrolvm_metadata::scan::CopyState::Foreign { vg, seqno } = &c.state {
+                if vg == name {
+                    eprintln!(
+                        "  WARNING: {} mda {}: a copy of VG {vg} (seqno {seqno}) on a device that is not its PV; ignored",
+                        scan.path_of(c.dev),
+                        c.mda
+                    );
+                    bad = true;
+                }
+            }
+        }
+        for (id, devs) in &found.duplicate_pvs {
+            let paths: Vec<String> = devs.iter().map(|&d| scan.path_of(d)).collect();
+            eprintln!(
+                "  WARNING: VG {name}: PV {id} is on more than one device: {}",
+                paths.join(", ")
+            );
             bad = true;
         }
         if let Err(e) = found.vg.validate() {

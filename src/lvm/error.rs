@@ -19,6 +19,15 @@ pub enum LvmError {
         "VG {vg} metadata is inconsistent ({why}); repair it with `vgck --updatemetadata {vg}`"
     )]
     Inconsistent { vg: String, why: String },
+    #[error(
+        "VG {vg}: PV {pv} is found on more than one device ({}); ferrolvm, like lvm2, will not guess which is the PV — remove the copies or filter them out in lvm.conf",
+        devices.join(", ")
+    )]
+    DuplicatePv {
+        vg: String,
+        pv: String,
+        devices: Vec<String>,
+    },
     #[error(transparent)]
     Activate(#[from] crate::lvm::activate::ActivateError),
     #[error("{cause}; undoing it also failed: {rollback}")]

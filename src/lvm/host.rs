@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ferrolvm_metadata::config::{self, Node, Value};
 
+use crate::lvm::filter::{self, DeviceFilter};
+
 #[derive(Debug, Clone)]
 pub struct Host {
     pub lock_dir: PathBuf,
@@ -18,6 +20,9 @@ pub struct Host {
     /// The lvm2 devices file, when lvm.conf enables it, it exists, and no
     /// `--devices` list overrides it: PVs ferrolvm creates must be added to it.
     pub devices_file: Option<PathBuf>,
+    /// lvm.conf's `global_filter` and `filter`, or why they cannot be used
+    /// (a bad pattern: then no device is scanned, and commands refuse to run).
+    pub filter: Result<DeviceFilter, String>,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -78,6 +83,27 @@ impl Host {
         let devices_file =
             (devices.is_none() && use_devicesfile && df_path.exists()).then_some(df_path);
         let devices = devices.or_else(|| devices_file.as_deref().and_then(read_devices_file));
+        let patterns = |key: &str| -> Result<Vec<String>, String> {
+            match lookup(&conf, &["devices", key]) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::Str(s) => Ok(s.clone()),
+                        other => Err(format!(
+                            "lvm.conf devices/{key}: {other:?} is not a pattern string"
+                        )),
+                    })
+                    .collect(),
+                Some(Value::Str(s)) => Ok(vec![s.clone()]),
+                Some(other) => Err(format!(
+                    "lvm.conf devices/{key}: {other:?} is not a list of patterns"
+                )),
+            }
+        };
+        let filter = patterns("global_filter")
+            .and_then(|g| patterns("filter").map(|f| (g, f)))
+            .and_then(|(g, f)| DeviceFilter::new(&g, &f));
         let (hostname, uname) = uname();
         Host {
             lock_dir,
@@ -86,11 +112,28 @@ impl Host {
             hostname,
             uname,
             devices_file,
+            filter,
         }
     }
 
-    /// Devices to scan: the configured list, or every block device.
+    /// Devices to scan: the configured list, or every block device; never
+    /// an LV, and only what lvm.conf's filters accept.
     pub fn candidate_devices(&self) -> Vec<PathBuf> {
+        let filter = match &self.filter {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "lvm.conf's device filter is unusable: scanning no device");
+                return Vec::new();
+            }
+        };
+        self.listed_devices()
+            .into_iter()
+            .filter(|d| !filter::is_lv(d) && filter.accepts(&filter::names_of(d)))
+            .collect()
+    }
+
+    /// The configured list, or every block device, before filtering.
+    fn listed_devices(&self) -> Vec<PathBuf> {
         if let Some(d) = &self.devices {
             return d.clone();
         }
@@ -212,9 +255,14 @@ fn sets_anything_we_read(conf: &[u8]) -> bool {
     conf.split(|&c| c == b'\n').any(|line| {
         let line = line.trim_ascii_start();
         !line.starts_with(b"#")
-            && [&b"locking_dir"[..], b"use_devicesfile", b"devicesfile"]
-                .iter()
-                .any(|k| line.windows(k.len()).any(|w| w == *k))
+            && [
+                &b"locking_dir"[..],
+                b"use_devicesfile",
+                b"devicesfile",
+                b"filter",
+            ]
+            .iter()
+            .any(|k| line.windows(k.len()).any(|w| w == *k))
     })
 }
 

@@ -10,6 +10,7 @@ pub mod activate;
 pub mod disk;
 pub mod error;
 pub mod failpoint;
+pub mod filter;
 pub mod host;
 pub mod lock;
 pub mod pv_vg;

@@ -15,8 +15,8 @@ use crate::lvm::host::Host;
 use crate::lvm::lock::Mode;
 use crate::lvm::scan::{scan_paths, Scan};
 use crate::lvm::session::{
-    check_found, execute_on_scan, lock_global, lock_vg, plan_vg_commit, pv_state, random_uuid,
-    trailer,
+    execute_on_scan, lock_global, lock_vg, plan_vg_commit, pv_state, random_uuid, trailer,
+    writable_vg,
 };
 use crate::lvm::{LvmError, Result};
 
@@ -312,10 +312,7 @@ pub fn vgextend(host: &Host, name: &str, paths: &[PathBuf], layout: PvLayout) ->
     let _g = lock_global(host)?;
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = ensure_pvs(host, paths, layout)?;
-    let found = scan
-        .vg(name)
-        .ok_or_else(|| LvmError::VgNotFound(name.into()))?;
-    check_found(found)?;
+    let found = writable_vg(&scan, name)?;
     let pvs = orphans(&scan, paths)?;
     let mut vg = found.vg.clone();
     ferrolvm_metadata::ops::add_pvs(&mut vg, &pvs)?;
@@ -336,10 +333,7 @@ pub fn vgremove(host: &Host, name: &str, force: bool) -> Result<()> {
     let _g = lock_global(host)?;
     let _v = lock_vg(host, name, Mode::Exclusive)?;
     let scan = scan_paths(&host.candidate_devices());
-    let found = scan
-        .vg(name)
-        .ok_or_else(|| LvmError::VgNotFound(name.into()))?;
-    check_found(found)?;
+    let found = writable_vg(&scan, name)?;
     if found.vg.visible_lv_count() > 0 && !force {
         return Err(LvmError::Refused(format!(
             "volume group {name} still contains {} logical volume(s); use -f to remove them too",

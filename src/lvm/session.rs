@@ -168,7 +168,12 @@ pub fn plan_vg_commit(
 }
 
 /// Refuses VGs that must not be written, with the reason.
-pub fn check_found(found: &FoundVg) -> Result<()> {
+/// The VG `name` from `scan`, if ferrolvm may write it: present, writable,
+/// its copies agreeing, no PV missing and no PV on two devices.
+pub fn writable_vg<'s>(scan: &'s Scan, name: &str) -> Result<&'s FoundVg> {
+    let found = scan
+        .vg(name)
+        .ok_or_else(|| LvmError::VgNotFound(name.into()))?;
     found.vg.check_writable(None)?;
     if found.has_mismatch() {
         return Err(LvmError::Inconsistent {
@@ -182,7 +187,14 @@ pub fn check_found(found: &FoundVg) -> Result<()> {
             found.vg.name, found.missing_pvs[0]
         )));
     }
-    Ok(())
+    if let Some((pv, devs)) = found.duplicate_pvs.first() {
+        return Err(LvmError::DuplicatePv {
+            vg: found.vg.name.clone(),
+            pv: pv.dashed(),
+            devices: devs.iter().map(|&d| scan.path_of(d)).collect(),
+        });
+    }
+    Ok(found)
 }
 
 /// Opens, read-write, every device the writes touch.
@@ -234,10 +246,7 @@ impl<'h> Session<'h> {
     pub fn open(host: &'h Host, name: &str) -> Result<Session<'h>> {
         let lock = lock_vg(host, name, Mode::Exclusive)?;
         let scan = scan_paths(&host.candidate_devices());
-        let found = scan
-            .vg(name)
-            .ok_or_else(|| LvmError::VgNotFound(name.into()))?;
-        check_found(found)?;
+        let found = writable_vg(&scan, name)?;
         let vg = found.vg.clone();
         Ok(Session {
             host,

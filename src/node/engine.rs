@@ -105,6 +105,7 @@ impl NodeEngine {
     /// The readiness check of a node: device-mapper usable, and every
     /// configured VG readable and writable by ferrolvm.
     pub fn probe(&self) -> Result<(), String> {
+        self.host.filter.as_ref().map_err(|e| e.clone())?;
         crate::lvm::activate::Dm::open().map_err(|e| e.to_string())?;
         let scan = crate::lvm::scan::scan_paths(&self.host.candidate_devices());
         for c in &self.config.device_classes {

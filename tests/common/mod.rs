@@ -2,6 +2,8 @@
 //! root, losetup and lvm2; without them they fail loudly, never skip.
 #![allow(dead_code)]
 
+pub mod mem;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
