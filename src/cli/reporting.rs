@@ -26,10 +26,8 @@ fn units(r: &ReportArgs) -> Units {
 
 /// lvm2 reads all VGs under the shared global lock.
 fn global_shared(host: &Host) -> Result<LvmLock> {
-    LvmLock::global(&host.lock_dir, Mode::Shared).map_err(|source| LvmError::Lock {
-        name: "P_global".into(),
-        source,
-    })
+    LvmLock::global(&host.lock_dir, Mode::Shared, host.lock_wait)
+        .map_err(session::lock_error(host, "P_global".into()))
 }
 
 fn require_vgs(scan: &Scan, names: &[String]) -> Result<()> {

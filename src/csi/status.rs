@@ -13,6 +13,10 @@ impl From<VolumeError> for BackendError {
             VolumeError::Conflict { .. } => ErrorKind::AlreadyExists,
             VolumeError::NoSpace { .. } => ErrorKind::ResourceExhausted,
             VolumeError::NotFound(_) | VolumeError::PathMissing(_) => ErrorKind::NotFound,
+            VolumeError::InUse(_) | VolumeError::TargetOccupied(_) => ErrorKind::FailedPrecondition,
+            VolumeError::Exhausted(_) => ErrorKind::ResourceExhausted,
+            VolumeError::Busy(_) => ErrorKind::Aborted,
+            VolumeError::Invalid(_) => ErrorKind::InvalidArgument,
             VolumeError::Filesystem(_) | VolumeError::Engine(_) => ErrorKind::Internal,
         };
         let message = match &e {
@@ -81,6 +85,19 @@ mod tests {
         assert_eq!(
             status(VolumeError::Filesystem("mkfs".into())),
             Code::Internal
+        );
+        assert_eq!(
+            status(VolumeError::InUse("open".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            status(VolumeError::Exhausted("full".into())),
+            Code::ResourceExhausted
+        );
+        assert_eq!(status(VolumeError::Busy("lock".into())), Code::Aborted);
+        assert_eq!(
+            status(VolumeError::Invalid("size".into())),
+            Code::InvalidArgument
         );
     }
 }

@@ -150,6 +150,22 @@ pub fn striped_table(vg: &Vg, lv: &Lv, pvs: &[(String, Device, u64)]) -> Result<
     Ok(lines)
 }
 
+/// lvm2's retry_deactivation: 25 tries, 200 ms apart.
+const DEACTIVATE_RETRIES: u32 = 25;
+const DEACTIVATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// An open device: counted by us, or refused by the kernel with EBUSY.
+fn is_transient_open(e: &ActivateError) -> bool {
+    match e {
+        ActivateError::Busy(..) => true,
+        ActivateError::Dm {
+            source: devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)),
+            ..
+        } => **errno == nix::errno::Errno::EBUSY,
+        _ => false,
+    }
+}
+
 fn udev_running() -> bool {
     Path::new("/run/udev/control").exists()
 }
@@ -218,30 +234,49 @@ impl Dm {
     }
 
     /// Removes the LV's device (found by uuid, whoever made it) and its
-    /// nodes; refuses while it is open.
+    /// nodes; see [`Dm::remove_waiting`] for an open device.
     pub fn deactivate(&self, vg: &Vg, lv: &Lv) -> Result<Action> {
-        let uuid = dm_uuid(vg, lv, None);
-        let Some(info) = self.info(&uuid) else {
-            return Ok(Action::AlreadyThere);
-        };
-        let name = info
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| dm_name(&vg.name, &lv.name, None));
-        if info.open_count() > 0 {
-            return Err(ActivateError::Busy(
-                format!("{}/{}", vg.name, lv.name),
-                info.open_count(),
-            ));
+        let label = format!("{}/{}", vg.name, lv.name);
+        match self.remove_waiting(&dm_uuid(vg, lv, None), &label)? {
+            None => Ok(Action::AlreadyThere),
+            Some(name) => {
+                if !udev_running() {
+                    remove_nodes(vg, lv, &name)?;
+                }
+                Ok(Action::Done)
+            }
         }
-        let u = DmUuid::new(&uuid).map_err(dm_err("uuid", &name))?;
-        self.dm
-            .device_remove(&DevId::Uuid(u), DmOptions::default())
-            .map_err(dm_err("remove", &name))?;
-        if !udev_running() {
-            remove_nodes(vg, lv, &name)?;
+    }
+
+    /// Removes the device with `uuid` and returns its name (None: there was
+    /// none). A device that is open is waited for a little, as lvm2 does
+    /// (`activation/retry_deactivation`): udev's blkid or a scanner holds a
+    /// new device briefly. Still open after that: `Busy` with the count.
+    pub(crate) fn remove_waiting(&self, uuid: &str, label: &str) -> Result<Option<String>> {
+        let mut tries = 0;
+        loop {
+            let Some(info) = self.info(uuid) else {
+                return Ok(None);
+            };
+            let name = info.name().map(|n| n.to_string()).unwrap_or_default();
+            let removed = if info.open_count() > 0 {
+                Err(ActivateError::Busy(label.to_string(), info.open_count()))
+            } else {
+                let u = DmUuid::new(uuid).map_err(dm_err("uuid", &name))?;
+                self.dm
+                    .device_remove(&DevId::Uuid(u), DmOptions::default())
+                    .map_err(dm_err("remove", &name))
+            };
+            match removed {
+                Ok(_) => return Ok(Some(name)),
+                // Also opened between the check and the remove: the kernel says EBUSY.
+                Err(e) if tries < DEACTIVATE_RETRIES && is_transient_open(&e) => {
+                    tries += 1;
+                    std::thread::sleep(DEACTIVATE_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(Action::Done)
     }
 
     /// `(start, len, type, params)` of the live table, for comparisons.

@@ -11,6 +11,11 @@ pub enum LvmError {
     Io { path: String, source: io::Error },
     #[error("taking lvm lock {name}: {source}")]
     Lock { name: String, source: io::Error },
+    #[error("timed out after {waited:?} waiting for lvm lock {name}: another command holds it; try again")]
+    LockTimeout {
+        name: String,
+        waited: std::time::Duration,
+    },
     #[error("volume group \"{0}\" not found")]
     VgNotFound(String),
     #[error("{0}")]

@@ -23,6 +23,9 @@ pub struct Host {
     /// lvm.conf's `global_filter` and `filter`, or why they cannot be used
     /// (a bad pattern: then no device is scanned, and commands refuse to run).
     pub filter: Result<DeviceFilter, String>,
+    /// How long to wait for an lvm2 lock: None (the CLI, as lvm2) waits as
+    /// long as it takes; the node bounds it and answers Aborted after.
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -113,6 +116,7 @@ impl Host {
             uname,
             devices_file,
             filter,
+            lock_wait: None,
         }
     }
 
@@ -190,6 +194,7 @@ impl Host {
             &self.lock_dir,
             &format!("D_{name}"),
             crate::lvm::lock::Mode::Exclusive,
+            self.lock_wait,
         )?;
         let old = std::fs::read_to_string(path)?;
         let text = devices_file_with(&old, pvs);

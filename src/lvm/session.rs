@@ -218,18 +218,23 @@ pub fn execute_on_scan(scan: &Scan, writes: &[Write]) -> Result<()> {
     execute(&mut refs, writes)
 }
 
+/// A lock error, with a timeout told apart: the caller may retry later.
+pub fn lock_error(host: &Host, name: String) -> impl FnOnce(io::Error) -> LvmError {
+    let waited = host.lock_wait;
+    move |source| match (source.kind(), waited) {
+        (io::ErrorKind::TimedOut, Some(waited)) => LvmError::LockTimeout { name, waited },
+        _ => LvmError::Lock { name, source },
+    }
+}
+
 pub(crate) fn lock_global(host: &Host) -> Result<LvmLock> {
-    LvmLock::global(&host.lock_dir, Mode::Exclusive).map_err(|source| LvmError::Lock {
-        name: "P_global".into(),
-        source,
-    })
+    LvmLock::global(&host.lock_dir, Mode::Exclusive, host.lock_wait)
+        .map_err(lock_error(host, "P_global".into()))
 }
 
 pub fn lock_vg(host: &Host, vg: &str, mode: Mode) -> Result<LvmLock> {
-    LvmLock::vg(&host.lock_dir, vg, mode).map_err(|source| LvmError::Lock {
-        name: format!("V_{vg}"),
-        source,
-    })
+    LvmLock::vg(&host.lock_dir, vg, mode, host.lock_wait)
+        .map_err(lock_error(host, format!("V_{vg}")))
 }
 
 /// A VG held under its exclusive lvm2 lock: the scan it was read from and

@@ -38,8 +38,74 @@ pub enum VolumeError {
     /// A filesystem or mount step on the host failed (mkfs, mount, grow).
     #[error("{0}")]
     Filesystem(String),
+    /// The volume's device is open (mounted, or held by a process).
+    #[error("{0}")]
+    InUse(String),
+    /// No room for the change: free extents, or the metadata area.
+    #[error("{0}")]
+    Exhausted(String),
+    /// An lvm2 lock stayed held past the node's wait: try again.
+    #[error("{0}")]
+    Busy(String),
+    /// What was asked cannot be done as asked (e.g. a size past the limits).
+    #[error("{0}")]
+    Invalid(String),
+    /// A publish target holds something ferrolvm did not put there.
+    #[error("{0}")]
+    TargetOccupied(String),
+    /// Anything else from the host side of LVM: unexpected.
     #[error(transparent)]
-    Engine(#[from] LvmError),
+    Engine(LvmError),
+}
+
+impl From<LvmError> for VolumeError {
+    /// Tells apart the failures a caller can act on.
+    fn from(e: LvmError) -> Self {
+        use crate::lvm::activate::ActivateError;
+        use ferrolvm_metadata::Error as Md;
+        match &e {
+            LvmError::Activate(ActivateError::Busy(..)) => VolumeError::InUse(e.to_string()),
+            LvmError::Metadata(Md::MetadataAreaFull { .. } | Md::NoSpace { .. }) => {
+                VolumeError::Exhausted(e.to_string())
+            }
+            LvmError::LockTimeout { .. } => VolumeError::Busy(e.to_string()),
+            LvmError::Metadata(Md::BadName { .. }) => VolumeError::Invalid(e.to_string()),
+            _ => VolumeError::Engine(e),
+        }
+    }
+}
+
+impl VolumeError {
+    /// The same failure, for another request of the same batch: every
+    /// classified kind is kept; an unexpected one keeps its message.
+    pub fn share(&self) -> VolumeError {
+        match self {
+            VolumeError::UnknownClass(c) => VolumeError::UnknownClass(c.clone()),
+            VolumeError::Conflict { name, existing } => VolumeError::Conflict {
+                name: name.clone(),
+                existing: *existing,
+            },
+            VolumeError::NoSpace {
+                class,
+                needed,
+                available,
+            } => VolumeError::NoSpace {
+                class: class.clone(),
+                needed: *needed,
+                available: *available,
+            },
+            VolumeError::NotFound(x) => VolumeError::NotFound(x.clone()),
+            VolumeError::NotThin(x) => VolumeError::NotThin(x.clone()),
+            VolumeError::PathMissing(x) => VolumeError::PathMissing(x.clone()),
+            VolumeError::Filesystem(x) => VolumeError::Filesystem(x.clone()),
+            VolumeError::InUse(x) => VolumeError::InUse(x.clone()),
+            VolumeError::Exhausted(x) => VolumeError::Exhausted(x.clone()),
+            VolumeError::Busy(x) => VolumeError::Busy(x.clone()),
+            VolumeError::Invalid(x) => VolumeError::Invalid(x.clone()),
+            VolumeError::TargetOccupied(x) => VolumeError::TargetOccupied(x.clone()),
+            VolumeError::Engine(e) => VolumeError::Engine(LvmError::Refused(e.to_string())),
+        }
+    }
 }
 
 /// A volume as the CSI layer sees it.
@@ -155,5 +221,37 @@ mod tests {
         let tag = format!("{NAME_TAG}{}", hex(name));
         ferrolvm_metadata::names::check_tag(&tag).unwrap();
         assert_eq!(unhex(&hex(name)).as_deref(), Some(name));
+    }
+
+    #[test]
+    fn lvm_failures_are_classified() {
+        use crate::lvm::activate::ActivateError;
+        let full = LvmError::Metadata(ferrolvm_metadata::Error::MetadataAreaFull {
+            needed: 2,
+            available: 1,
+            mda_size: 1,
+        });
+        assert!(matches!(VolumeError::from(full), VolumeError::Exhausted(_)));
+        let busy = LvmError::Activate(ActivateError::Busy("vg/lv".into(), 2));
+        assert!(
+            matches!(VolumeError::from(busy), VolumeError::InUse(m) if m.contains("open 2 times"))
+        );
+        let lock = LvmError::LockTimeout {
+            name: "V_vg".into(),
+            waited: std::time::Duration::from_secs(1),
+        };
+        let busy = VolumeError::from(lock);
+        assert!(matches!(&busy, VolumeError::Busy(_)));
+        assert!(
+            matches!(busy.share(), VolumeError::Busy(_)),
+            "a batch keeps the kind"
+        );
+        let io = LvmError::Io {
+            path: "/dev/x".into(),
+            source: std::io::Error::other("gone"),
+        };
+        let e = VolumeError::from(io);
+        assert!(matches!(&e, VolumeError::Engine(_)));
+        assert_eq!(e.share().to_string(), e.to_string());
     }
 }

@@ -98,20 +98,16 @@ impl Dm {
     }
 
     fn remove_by_uuid(&self, vg: &Vg, lv: &Lv, suffix: Option<&str>) -> Result<()> {
-        let uuid = dm_uuid(vg, lv, suffix);
-        let Some(info) = self.info(&uuid) else {
-            return Ok(());
-        };
-        let name = info.name().map(|n| n.to_string()).unwrap_or_default();
-        if info.open_count() > 0 {
-            return Err(ActivateError::Busy(name, info.open_count()));
-        }
-        let u = DmUuid::new(&uuid).map_err(dm_err("uuid", &name))?;
-        self.dm
-            .device_remove(&DevId::Uuid(u), DmOptions::default())
-            .map_err(dm_err("remove", &name))?;
-        if !udev_running() {
-            let _ = std::fs::remove_file(mapper_path(&name));
+        let label = format!(
+            "{}/{}{}",
+            vg.name,
+            lv.name,
+            suffix.map(|s| format!("-{s}")).unwrap_or_default()
+        );
+        if let Some(name) = self.remove_waiting(&dm_uuid(vg, lv, suffix), &label)? {
+            if !udev_running() {
+                let _ = std::fs::remove_file(mapper_path(&name));
+            }
         }
         Ok(())
     }

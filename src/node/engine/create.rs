@@ -10,7 +10,6 @@ use ferrolvm_metadata::ops::{self, NewLv};
 use super::NodeEngine;
 use crate::lvm::activate::Dm;
 use crate::lvm::session::{self, Session};
-use crate::lvm::size::parse_size;
 use crate::lvm::volumes;
 use crate::lvm::LvmError;
 use crate::node::config::{ClassType, DeviceClass};
@@ -76,11 +75,9 @@ impl NodeEngine {
         let mut s = match Session::open(&self.host, &vg_name) {
             Ok(s) => s,
             Err(e) => {
-                let msg = e.to_string();
+                let e = VolumeError::from(e);
                 for j in jobs {
-                    let _ = j
-                        .reply
-                        .send(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                    let _ = j.reply.send(Err(e.share()));
                 }
                 return;
             }
@@ -127,12 +124,12 @@ impl NodeEngine {
                 continue;
             }
             let lv_name = unique_name(&vg, &job.name);
+            // Validated when the config was loaded.
             let stripe_size = job
                 .class
-                .stripe_size
-                .as_deref()
-                .and_then(|s| parse_size(s, 'k').ok())
-                .map(|(_, b)| (b / 512) as u32)
+                .stripe_sectors()
+                .ok()
+                .flatten()
                 .or((stripes > 1).then_some(128));
             let new = NewLv {
                 name: lv_name.clone(),
@@ -157,11 +154,9 @@ impl NodeEngine {
                 vg,
                 format!("Write from ferrolvm: CreateVolume {}.", names.join(", ")),
             ) {
-                let msg = e.to_string();
+                let e = VolumeError::from(e);
                 for (j, _) in created {
-                    let _ = j
-                        .reply
-                        .send(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                    let _ = j.reply.send(Err(e.share()));
                 }
                 created = Vec::new();
             }
@@ -226,10 +221,7 @@ impl NodeEngine {
     fn create_thin_batch(&self, jobs: &[Job]) -> Vec<Result<Volume, VolumeError>> {
         let class = jobs[0].class.clone();
         let fail = |e: VolumeError| -> Vec<Result<Volume, VolumeError>> {
-            let msg = e.to_string();
-            jobs.iter()
-                .map(|_| Err(VolumeError::Engine(LvmError::Refused(msg.clone()))))
-                .collect()
+            jobs.iter().map(|_| Err(e.share())).collect()
         };
         let Some(pool) = class.thin_pool.as_ref().map(|p| p.name.clone()) else {
             return fail(VolumeError::UnknownClass(class.name.clone()));
@@ -301,9 +293,9 @@ impl NodeEngine {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let e = VolumeError::from(e);
                 for &i in &admitted {
-                    results[i] = Some(Err(VolumeError::Engine(LvmError::Refused(msg.clone()))));
+                    results[i] = Some(Err(e.share()));
                 }
             }
         }
