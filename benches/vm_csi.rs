@@ -105,6 +105,8 @@ fn main() {
             "--csi-endpoint",
             &format!("unix://{}", sock.display()),
             "--standalone",
+            "--kubelet-dir",
+            "/tmp/bench-mnt",
         ])
         .spawn()
         .expect("ferrolvm node");

@@ -991,3 +991,259 @@ fn a_tenant_cannot_steer_the_scan() {
     );
     assert!(engine.delete(&after.id).unwrap() && engine.delete(&tenant.id).unwrap());
 }
+
+/// Deleting a volume that something holds open for a moment (udev's blkid,
+/// a scanner) waits it out, as lvm2's retry_deactivation does; one held open
+/// for good is refused as in use (FailedPrecondition), naming the holders.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn delete_waits_out_a_transient_open_and_refuses_a_lasting_one() {
+    use ferrolvm::csi::backend::{BackendError, ErrorKind};
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::{NodeEngine, VolumeError};
+    let l = Loops::with_dm(1, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "busyvg", l.dev(0)]);
+    let config = NodeConfig::parse(
+        "device-classes:\n  - {name: ssd, volume-group: busyvg, default: true, spare-gb: 0}",
+    )
+    .unwrap();
+    let engine = NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        config,
+    );
+    let dev = |v: &ferrolvm::node::Volume| {
+        format!(
+            "/dev/mapper/{}",
+            ferrolvm::lvm::activate::dm_name(&v.vg, &v.lv, None)
+        )
+    };
+
+    let brief = engine.create("brief", None, 8 << 20, 0).unwrap();
+    let held = std::fs::File::open(dev(&brief)).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        drop(held);
+    });
+    assert!(
+        engine.delete(&brief.id).unwrap(),
+        "a transient open must be waited out"
+    );
+    closer.join().unwrap();
+    assert!(engine.find(&brief.id).unwrap().is_none());
+
+    let lasting = engine.create("lasting", None, 8 << 20, 0).unwrap();
+    let held = std::fs::File::open(dev(&lasting)).unwrap();
+    let err = engine.delete(&lasting.id).unwrap_err();
+    assert!(
+        matches!(&err, VolumeError::InUse(m) if m.contains("open 1 times")),
+        "{err:?}"
+    );
+    assert_eq!(BackendError::from(err).kind, ErrorKind::FailedPrecondition);
+    assert!(
+        engine.find(&lasting.id).unwrap().is_some(),
+        "nothing was removed"
+    );
+    drop(held);
+    assert!(engine.delete(&lasting.id).unwrap());
+}
+
+/// Publish targets: only normalised paths under the configured root, walked
+/// without following symlinks; a target holding another device's mount is
+/// refused both ways; mount options split into VFS flags and data; a foreign
+/// signature is never mkfs'd over; xfs clones mount beside their origin
+/// (`nouuid`); concurrent publishes of one volume make one filesystem.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn publish_targets_and_mounts_are_checked() {
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::mounts::{self, Publish};
+    use ferrolvm::node::target;
+    use ferrolvm::node::{NodeEngine, Source, VolumeError};
+    use std::sync::Arc;
+    let l = Loops::with_dm(1, 1024);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "pubvg", l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        "512m",
+        "-n",
+        "pool",
+        "pubvg",
+    ]);
+    let config = NodeConfig::parse(
+        "device-classes:\n  - {name: thick, volume-group: pubvg, default: true, spare-gb: 0}\n  - {name: thin, volume-group: pubvg, type: thin, thin-pool: {name: pool, overprovision-ratio: 4.0}}",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kubelet");
+    std::fs::create_dir_all(root.join("pods")).unwrap();
+    let engine = Arc::new(
+        NodeEngine::new(
+            ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+            config,
+        )
+        .with_publish_roots(vec![root.clone()]),
+    );
+    let fs = |fs_type: &str, flags: &[&str]| Publish {
+        block: false,
+        fs_type: fs_type.into(),
+        mount_flags: flags.iter().map(|s| s.to_string()).collect(),
+        readonly: false,
+    };
+    let at = |rel: &str| format!("{}/{rel}", root.display());
+    let check = |p: &str| target::check(p, &engine.publish_roots);
+    let v = engine.create("pub-ext4", None, 64 << 20, 0).unwrap();
+
+    // Paths outside the root, or not normalised: refused before anything happens.
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, b"keep").unwrap();
+    for bad in [
+        "/etc/passwd".to_string(),
+        precious.display().to_string(),
+        at("pods/../../precious"),
+        at("pods/./x"),
+        root.display().to_string(),
+    ] {
+        assert!(matches!(check(&bad), Err(VolumeError::Invalid(_))), "{bad}");
+    }
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep");
+    // A symlink on the way out of the root: refused, nothing made outside.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("pods/evil")).unwrap();
+    let t = check(&at("pods/evil/target")).unwrap();
+    assert!(matches!(
+        mounts::publish(&engine, &v.id, &t, &fs("ext4", &[])),
+        Err(VolumeError::Invalid(_))
+    ));
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    // A target where another device is mounted: refused both ways, left mounted.
+    let other = root.join("pods/other/mnt");
+    std::fs::create_dir_all(&other).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &other,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(other.join("theirs"), b"x").unwrap();
+    let t = check(&at("pods/other/mnt")).unwrap();
+    assert!(matches!(
+        mounts::unpublish(&engine, &v.id, &t),
+        Err(VolumeError::TargetOccupied(_))
+    ));
+    assert!(matches!(
+        mounts::publish(&engine, &v.id, &t, &fs("ext4", &[])),
+        Err(VolumeError::TargetOccupied(_))
+    ));
+    assert!(
+        other.join("theirs").exists(),
+        "the other mount is untouched"
+    );
+    nix::mount::umount(&other).unwrap();
+
+    // Flags go to mount(2) as flags: ext4 would refuse "noexec" as data.
+    let t = check(&at("pods/p1/volumes/ext4")).unwrap();
+    mounts::publish(
+        &engine,
+        &v.id,
+        &t,
+        &fs("ext4", &["noexec", "nosuid,noatime"]),
+    )
+    .unwrap();
+    mounts::publish(&engine, &v.id, &t, &fs("ext4", &[])).expect("publishing again is a no-op");
+    let line = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(t.path.to_str().unwrap()))
+        .map(String::from)
+        .expect("mounted at the target");
+    for f in ["noexec", "nosuid", "noatime"] {
+        assert!(line.contains(f), "{f} missing from {line}");
+    }
+    mounts::unpublish(&engine, &v.id, &t).unwrap();
+    assert!(!t.path.exists(), "unpublish removes the target");
+    mounts::unpublish(&engine, &v.id, &t).expect("a target already gone is fine");
+
+    // A foreign signature is an error, never mkfs'd over.
+    let swap = engine.create("pub-swap", None, 16 << 20, 0).unwrap();
+    let swap_dev = format!(
+        "/dev/mapper/{}",
+        ferrolvm::lvm::activate::dm_name(&swap.vg, &swap.lv, None)
+    );
+    assert!(Command::new("mkswap")
+        .arg(&swap_dev)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let t = check(&at("pods/p2/volumes/swap")).unwrap();
+    assert!(
+        matches!(mounts::publish(&engine, &swap.id, &t, &fs("ext4", &[])), Err(VolumeError::Invalid(m)) if m.contains("swap"))
+    );
+    assert_eq!(
+        mounts::probe(Path::new(&swap_dev)).unwrap(),
+        mounts::Signature::Other("swap".into())
+    );
+    // The requested filesystem must match the one found.
+    let t = check(&at("pods/p2/volumes/xfs-on-ext4")).unwrap();
+    assert!(matches!(
+        mounts::publish(&engine, &v.id, &t, &fs("xfs", &[])),
+        Err(VolumeError::Invalid(_))
+    ));
+
+    // xfs: a clone mounts beside its origin (same uuid, so nouuid).
+    let origin = engine
+        .create("pub-xfs", Some("thin"), 320 << 20, 0)
+        .unwrap();
+    let t1 = check(&at("pods/p3/volumes/origin")).unwrap();
+    mounts::publish(&engine, &origin.id, &t1, &fs("xfs", &[])).unwrap();
+    std::fs::write(t1.path.join("f"), b"origin").unwrap();
+    nix::unistd::sync();
+    let clone = engine
+        .create_from(
+            "pub-xfs-clone",
+            Some("thin"),
+            320 << 20,
+            0,
+            &Source::Volume(origin.id.clone()),
+        )
+        .unwrap();
+    let t2 = check(&at("pods/p3/volumes/clone")).unwrap();
+    mounts::publish(&engine, &clone.id, &t2, &fs("xfs", &[]))
+        .expect("the clone mounts beside its origin");
+    assert_eq!(std::fs::read(t2.path.join("f")).unwrap(), b"origin");
+    mounts::unpublish(&engine, &clone.id, &t2).unwrap();
+    mounts::unpublish(&engine, &origin.id, &t1).unwrap();
+
+    // Concurrent publishes of a fresh volume at two targets: one mkfs, one filesystem.
+    let fresh = engine.create("pub-race", None, 64 << 20, 0).unwrap();
+    let targets: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| check(&at(&format!("pods/p4/volumes/{n}"))).unwrap())
+        .collect();
+    let handles: Vec<_> = targets
+        .iter()
+        .cloned()
+        .map(|t| {
+            let e = engine.clone();
+            let id = fresh.id.clone();
+            std::thread::spawn(move || mounts::publish(&e, &id, &t, &fs("ext4", &[])))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    std::fs::write(targets[0].path.join("shared"), b"one filesystem").unwrap();
+    assert_eq!(
+        std::fs::read(targets[1].path.join("shared")).unwrap(),
+        b"one filesystem"
+    );
+    for t in &targets {
+        mounts::unpublish(&engine, &fresh.id, t).unwrap();
+    }
+}

@@ -183,19 +183,7 @@ pub enum Cmd {
         vgs: Vec<String>,
     },
     /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
-    Node {
-        /// Device classes, in TopoLVM's lvmd.yaml shape.
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long = "node-name")]
-        node_name: String,
-        /// unix:///path/to/csi.sock
-        #[arg(long = "csi-endpoint")]
-        csi_endpoint: String,
-        /// Also serve the Controller service for this one node, without Kubernetes.
-        #[arg(long)]
-        standalone: bool,
-    },
+    Node(NodeArgs),
     /// The Kubernetes-backed CSI controller (not available yet; use `node --standalone`).
     Controller,
     /// Talk to a running `ferrolvm node` as a CSI client would.
@@ -256,4 +244,27 @@ pub struct LvcreateArgs {
     /// VG, then optionally the PVs to allocate from.
     #[arg(required = true)]
     pub args: Vec<String>,
+}
+
+/// `ferrolvm node`'s flags.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Device classes, in TopoLVM's lvmd.yaml shape.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long = "node-name")]
+    pub node_name: String,
+    /// unix:///path/to/csi.sock
+    #[arg(long = "csi-endpoint")]
+    pub csi_endpoint: String,
+    /// Also serve the Controller service for this one node, without Kubernetes.
+    #[arg(long)]
+    pub standalone: bool,
+    /// The group that may use the CSI socket too (mode 0660); without it the
+    /// socket is root's alone (0600).
+    #[arg(long = "socket-group")]
+    pub socket_group: Option<String>,
+    /// Where kubelet keeps pods: publish targets must lie under it.
+    #[arg(long = "kubelet-dir", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
 }

@@ -78,12 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
             args,
         } => lv::resize(&host, size, extents, &args, false),
         Cmd::Lvrename { args } => lv::lvrename(&host, &args),
-        Cmd::Node {
-            config,
-            node_name,
-            csi_endpoint,
-            standalone,
-        } => serve::node(host, &config, node_name, &csi_endpoint, standalone),
+        Cmd::Node(a) => serve::node(host, a),
         Cmd::Controller => Err(LvmError::Refused(
             "the Kubernetes-backed controller (LogicalVolume resources, CSIStorageCapacity, scheduler extender) is not built yet; \
              for a single node, run `ferrolvm node --standalone`"

@@ -2,7 +2,7 @@
 //! services onto one Unix socket, on a tokio runtime, with graceful
 //! shutdown on SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use ferrolvm_proto::csi::v1::controller_server::ControllerServer;
 use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
 
+use super::args::NodeArgs;
 use super::usage;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -65,16 +66,33 @@ fn watch_capacity(host: Host, engine: Arc<NodeEngine>) -> watch::Watcher {
     )
 }
 
-pub fn node(
-    host: Host,
-    config: &Path,
-    node: String,
-    endpoint: &str,
-    standalone: bool,
-) -> Result<()> {
-    let cfg = NodeConfig::load(config).map_err(|e| usage(e.to_string()))?;
-    let path = socket_path(endpoint)?;
-    let engine = Arc::new(NodeEngine::new(host.clone(), cfg));
+/// How long the node waits for an lvm2 lock held by another process (lvm2
+/// on the host) before answering Aborted, so the sidecar retries.
+const NODE_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The gid of a group named on the command line.
+fn group_id(name: &str) -> Result<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(usage(format!("--socket-group: no group {name:?}"))),
+        Err(e) => Err(usage(format!("--socket-group {name:?}: {e}"))),
+    }
+}
+
+pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
+    let NodeArgs {
+        config,
+        node_name: node,
+        csi_endpoint,
+        standalone,
+        socket_group,
+        kubelet_dir,
+    } = args;
+    host.lock_wait = Some(NODE_LOCK_WAIT);
+    let cfg = NodeConfig::load(&config).map_err(|e| usage(e.to_string()))?;
+    let path = socket_path(&csi_endpoint)?;
+    let socket_group = socket_group.as_deref().map(group_id).transpose()?;
+    let engine = Arc::new(NodeEngine::new(host.clone(), cfg).with_publish_roots(vec![kubelet_dir]));
     let e = engine.clone();
     let probe = Arc::new(move || e.probe());
     let _watcher = watch_capacity(host, engine.clone());
@@ -104,7 +122,7 @@ pub fn node(
             }
             tracing::info!("shutting down after in-flight calls");
         };
-        crate::csi::serve_unix(&path, router, shutdown)
+        crate::csi::serve_unix(&path, socket_group, router, shutdown)
             .await
             .map_err(|e| LvmError::Refused(format!("serving {}: {e}", path.display())))
     })

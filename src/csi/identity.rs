@@ -119,7 +119,7 @@ mod tests {
         let server = tokio::spawn({
             let sock = sock.clone();
             async move {
-                crate::csi::serve_unix(&sock, router, async {
+                crate::csi::serve_unix(&sock, None, router, async {
                     stopped.await.ok();
                 })
                 .await

@@ -9,6 +9,7 @@ use super::backend::{
     BackendError, BackendResult, CreateRequest, ErrorKind, NodeBackend, VolumeBackend,
 };
 use crate::node::mounts::{self, Publish, Stats};
+use crate::node::target;
 use crate::node::{NodeEngine, Snapshot, Volume, VolumeError};
 
 async fn blocking<T: Send + 'static>(
@@ -71,10 +72,19 @@ impl VolumeBackend for Arc<NodeEngine> {
 impl NodeBackend for Arc<NodeEngine> {
     async fn publish(&self, id: String, target: PathBuf, how: Publish) -> BackendResult<()> {
         let e = self.clone();
-        blocking(move || mounts::publish(&e, &id, &target, &how)).await
+        blocking(move || {
+            let t = target::check(&target.to_string_lossy(), &e.publish_roots)?;
+            mounts::publish(&e, &id, &t, &how)
+        })
+        .await
     }
-    async fn unpublish(&self, _id: String, target: PathBuf) -> BackendResult<()> {
-        blocking(move || mounts::unpublish(&target)).await
+    async fn unpublish(&self, id: String, target: PathBuf) -> BackendResult<()> {
+        let e = self.clone();
+        blocking(move || {
+            let t = target::check(&target.to_string_lossy(), &e.publish_roots)?;
+            mounts::unpublish(&e, &id, &t)
+        })
+        .await
     }
     async fn grow(&self, id: String, path: PathBuf) -> BackendResult<u64> {
         let e = self.clone();

@@ -13,6 +13,7 @@ mod create;
 mod snapshots;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ferrolvm_metadata::{Lv, Vg};
@@ -27,16 +28,41 @@ use create::VgQueue;
 pub struct NodeEngine {
     host: Host,
     pub config: NodeConfig,
+    /// Publish targets must lie under one of these (kubelet's directory).
+    pub publish_roots: Vec<PathBuf>,
     queues: Mutex<HashMap<String, Arc<VgQueue>>>,
+    /// One publish or unpublish at a time per volume id.
+    volume_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
+
+/// Where kubelet keeps pods, and so publish targets, by default.
+pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 
 impl NodeEngine {
     pub fn new(host: Host, config: NodeConfig) -> NodeEngine {
         NodeEngine {
             host,
             config,
+            publish_roots: vec![PathBuf::from(KUBELET_DIR)],
             queues: Mutex::new(HashMap::new()),
+            volume_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same engine, with publish targets allowed under `roots` instead.
+    pub fn with_publish_roots(mut self, roots: Vec<PathBuf>) -> NodeEngine {
+        self.publish_roots = roots;
+        self
+    }
+
+    /// The lock that serialises publishing volume `id`.
+    pub fn volume_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        self.volume_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The create queue and commit lock of one VG.
@@ -142,6 +168,10 @@ impl NodeEngine {
         let queue = self.queue(&v.vg);
         let _leader = queue.commit.lock().expect("poisoned");
         volumes::remove(&self.host, &v.vg, &v.lv, false)?;
+        self.volume_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(true)
     }
 

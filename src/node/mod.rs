@@ -6,6 +6,7 @@
 pub mod config;
 pub mod engine;
 pub mod mounts;
+pub mod target;
 pub mod volume;
 pub mod watch;
 

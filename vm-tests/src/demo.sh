@@ -66,33 +66,34 @@ NODE=$!
 for i in $(seq 100); do [ -S /tmp/csi.sock ] && break; sleep 0.1; done
 csi() { ferrolvm csi --csi-endpoint unix:///tmp/csi.sock "$@"; }
 
-step "CreateVolume pvc-demo (thin class, 100 MiB), then NodePublishVolume at /mnt/csi (mkfs ext4 + mount)"
+POD=/var/lib/kubelet/pods/demo-pod/volumes
+step "CreateVolume pvc-demo (thin class, 100 MiB), then NodePublishVolume under kubelet's directory (mkfs ext4 + mount)"
 OUT=$(csi create-volume pvc-demo --bytes 104857600 --class thin)
 set -- $OUT; VOL=$1
 echo "volume id $VOL, $2 bytes"
-csi publish "$VOL" /mnt/csi
-echo "written through CSI" > /mnt/csi/note.txt && sync
-df -h /mnt/csi | tail -1
+csi publish "$VOL" $POD/csi
+echo "written through CSI" > $POD/csi/note.txt && sync
+df -h $POD/csi | tail -1
 lvs -o lv_name,lv_attr,lv_size,pool_lv,lv_tags demo
 
 step "ControllerExpandVolume + NodeExpandVolume to 200 MiB, online"
-csi expand "$VOL" 209715200 /mnt/csi
-df -h /mnt/csi | tail -1
+csi expand "$VOL" 209715200 $POD/csi
+df -h $POD/csi | tail -1
 
 step "CreateSnapshot, change the file, then restore the snapshot into a new volume"
 SNAP=$(csi snapshot snap-demo "$VOL")
 echo "snapshot id $SNAP"
-echo "changed after the snapshot" > /mnt/csi/note.txt && sync
+echo "changed after the snapshot" > $POD/csi/note.txt && sync
 OUT=$(csi create-volume pvc-restored --bytes 209715200 --class thin --from-snapshot "$SNAP")
 set -- $OUT; RESTORED=$1
-csi publish "$RESTORED" /mnt/restored
-echo "live volume says:     $(cat /mnt/csi/note.txt)"
-echo "restored volume says: $(cat /mnt/restored/note.txt)"
+csi publish "$RESTORED" $POD/restored
+echo "live volume says:     $(cat $POD/csi/note.txt)"
+echo "restored volume says: $(cat $POD/restored/note.txt)"
 lvs -o lv_name,lv_attr,lv_size,pool_lv,origin,data_percent demo
 
 step "NodeUnpublishVolume, DeleteSnapshot, DeleteVolume"
-csi unpublish "$RESTORED" /mnt/restored
-csi unpublish "$VOL" /mnt/csi
+csi unpublish "$RESTORED" $POD/restored
+csi unpublish "$VOL" $POD/csi
 csi delete-volume "$RESTORED"
 csi delete-snapshot "$SNAP"
 csi delete-volume "$VOL"
