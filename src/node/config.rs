@@ -16,7 +16,7 @@ pub enum ClassType {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ThinPoolConfig {
     pub name: String,
     #[serde(default = "one")]
@@ -27,8 +27,10 @@ fn one() -> f64 {
     1.0
 }
 
+/// A device class. Unknown keys are refused: a typo such as `spare_gb`
+/// must not silently mean TopoLVM's default of 10 GiB.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DeviceClass {
     pub name: String,
     pub volume_group: String,
@@ -46,11 +48,18 @@ pub struct DeviceClass {
 }
 
 /// The file; keys of lvmd.yaml that only concern lvmd (socket-name,
-/// lvcreate-option-classes, lvm-command-prefix) are accepted and ignored.
+/// lvcreate-option-classes, lvm-command-prefix) are accepted and ignored,
+/// any other unknown key is refused.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
     pub device_classes: Vec<DeviceClass>,
+    #[serde(default, rename = "socket-name")]
+    _socket_name: Option<serde_norway::Value>,
+    #[serde(default, rename = "lvcreate-option-classes")]
+    _lvcreate_option_classes: Option<serde_norway::Value>,
+    #[serde(default, rename = "lvm-command-prefix")]
+    _lvm_command_prefix: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,17 +143,7 @@ impl NodeConfig {
             if d.lvcreate_options.as_ref().is_some_and(|o| !o.is_empty()) {
                 return Err(bad("lvcreate-options are not supported: ferrolvm runs no lvcreate; use stripe/stripe-size or type"));
             }
-            if let Some(s) = &d.stripe_size {
-                let unit_ok = s
-                    .trim_end_matches(|c: char| "kmgtpebs".contains(c.to_ascii_lowercase()))
-                    .chars()
-                    .all(|c| c.is_ascii_digit());
-                if !unit_ok || s.is_empty() {
-                    return Err(bad(
-                        "stripe-size must be a number with an optional unit (k, m, g, ...)",
-                    ));
-                }
-            }
+            d.stripe_sectors().map_err(|e| bad(&e))?;
             let target = match (d.class_type, &d.thin_pool) {
                 (ClassType::Thin, Some(p)) => {
                     if p.overprovision_ratio.is_nan() || p.overprovision_ratio < 1.0 {
@@ -178,6 +177,26 @@ impl NodeConfig {
 }
 
 impl DeviceClass {
+    /// `stripe-size` in 512-byte sectors, parsed as lvm2 parses `-I` (lvm's
+    /// size syntax, default unit KiB): a power of two from 4 KiB to 4 GiB.
+    /// None when the class does not set it.
+    pub fn stripe_sectors(&self) -> Result<Option<u32>, String> {
+        let Some(text) = &self.stripe_size else {
+            return Ok(None);
+        };
+        let bad = || {
+            format!("stripe-size {text:?} must be a power of two from 4k to 4g (lvm's size syntax, default unit k)")
+        };
+        let (sign, bytes) = crate::lvm::size::parse_size(text, 'k').map_err(|_| bad())?;
+        if sign != crate::lvm::size::Sign::Abs
+            || !bytes.is_power_of_two()
+            || !(4096..=(4u64 << 30)).contains(&bytes)
+        {
+            return Err(bad());
+        }
+        Ok(Some((bytes / 512) as u32))
+    }
+
     /// Bytes a new volume of this class can get on `vg` (the class's VG):
     /// thick, the free space less the spare; thin, the pool size times the
     /// overprovision ratio less the virtual size of its thin LVs.
@@ -237,6 +256,13 @@ device-classes:
         assert_eq!(c.class(Some("thin")).unwrap().class_type, ClassType::Thin);
         assert_eq!(c.class(Some("striped")).unwrap().stripe, Some(2));
         assert!(c.class(Some("nope")).is_none());
+        assert_eq!(
+            c.class(Some("striped")).unwrap().stripe_sectors(),
+            Ok(Some(128))
+        );
+        assert_eq!(c.class(Some("ssd")).unwrap().stripe_sectors(), Ok(None));
+        let lvmd_only = "socket-name: /run/lvmd.sock\nlvm-command-prefix: []\nlvcreate-option-classes: []\ndevice-classes:\n  - {name: a, volume-group: v}";
+        NodeConfig::parse(lvmd_only).expect("lvmd-only keys are accepted and ignored");
     }
 
     #[test]
@@ -249,6 +275,13 @@ device-classes:
             ("device-classes:\n  - {name: a, volume-group: v, type: thin, thin-pool: {name: p, overprovision-ratio: 0.5}}", "at least 1.0"),
             ("device-classes:\n  - {name: a, volume-group: v, lvcreate-options: [\"--type=raid1\"]}", "not supported"),
             ("device-classes:\n  - {name: -a, volume-group: v}", "qualified name"),
+            ("device-classes:\n  - {name: a, volume-group: v, spare_gb: 0}", "unknown field `spare_gb`"),
+            ("device-classes:\n  - {name: a, volume-group: v, type: thin, thin-pool: {name: p, overprovision_ratio: 2}}", "unknown field"),
+            ("device-class:\n  - {name: a, volume-group: v}", "unknown field `device-class`"),
+            ("device-classes:\n  - {name: a, volume-group: v, stripe-size: 3k}", "power of two"),
+            ("device-classes:\n  - {name: a, volume-group: v, stripe-size: 64q}", "power of two"),
+            ("device-classes:\n  - {name: a, volume-group: v, stripe-size: \"+64k\"}", "power of two"),
+            ("device-classes:\n  - {name: a, volume-group: v, stripe-size: 1k}", "power of two"),
         ];
         for (text, want) in cases {
             let err = NodeConfig::parse(text).unwrap_err().to_string();
