@@ -293,6 +293,7 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                 cap(rpc::Type::ExpandVolume),
                 cap(rpc::Type::CreateDeleteSnapshot),
                 cap(rpc::Type::ListSnapshots),
+                cap(rpc::Type::GetSnapshot),
                 cap(rpc::Type::CloneVolume),
             ],
         }))
@@ -355,9 +356,22 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
 
     async fn get_snapshot(
         &self,
-        _: Request<GetSnapshotRequest>,
+        req: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not served yet"))
+        let id = req.into_inner().snapshot_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("snapshot id missing"));
+        }
+        let snapshot = self
+            .backend
+            .snapshots()
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Status::not_found(format!("snapshot {id} not found")))?;
+        Ok(Response::new(GetSnapshotResponse {
+            snapshot: Some(csi_snapshot(&snapshot)),
+        }))
     }
 
     async fn controller_expand_volume(

@@ -20,6 +20,9 @@ use std::time::Duration;
 const DEMO: &str = include_str!("demo.sh");
 const SANITY: &str = include_str!("sanity.sh");
 
+/// The csi-sanity release the suite runs.
+const CSI_SANITY_VERSION: &str = "v5.6.0";
+
 /// csi-sanity, built with `go install` into the cache once (or taken from
 /// FERROLVM_CSI_SANITY).
 fn csi_sanity() -> Result<PathBuf, String> {
@@ -29,16 +32,16 @@ fn csi_sanity() -> Result<PathBuf, String> {
     {
         return Ok(p);
     }
-    let bin = cache_dir().join("bin");
+    let bin = cache_dir().join("bin").join(CSI_SANITY_VERSION);
     let exe = bin.join("csi-sanity");
     if !exe.exists() {
-        eprintln!("vm-tests: go install csi-sanity@v5.4.0");
+        eprintln!("vm-tests: go install csi-sanity@{CSI_SANITY_VERSION}");
         image::run(
             Command::new("go")
-                .args([
-                    "install",
-                    "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@v5.4.0",
-                ])
+                .arg("install")
+                .arg(format!(
+                    "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@{CSI_SANITY_VERSION}"
+                ))
                 .env("GOBIN", &bin),
         )?;
     }
@@ -148,11 +151,30 @@ fn boot_with(
 
 static SANITY_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// Sums csi-sanity's `N Passed | N Failed` lines.
-fn summarize_sanity(lines: &[String]) -> (u64, u64) {
-    let (mut passed, mut failed) = (0, 0);
+/// One csi-sanity run as `sanity.sh` reports it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct SanityRun {
+    config: String,
+    passed: u64,
+    failed: u64,
+    exit: Option<i32>,
+}
+
+/// The runs in `sanity.sh`'s output: a `==== csi-sanity: CONFIG` header,
+/// csi-sanity's `N Passed | N Failed` summary, `==== csi-sanity exit status: N`.
+fn sanity_runs(lines: &[String]) -> Vec<SanityRun> {
+    let mut runs: Vec<SanityRun> = Vec::new();
     for l in lines {
-        if let Some(rest) = l
+        if let Some(config) = l.strip_prefix("==== csi-sanity: ") {
+            runs.push(SanityRun {
+                config: config.trim().to_string(),
+                ..Default::default()
+            });
+        } else if let Some(code) = l.strip_prefix("==== csi-sanity exit status: ") {
+            if let Some(r) = runs.last_mut() {
+                r.exit = code.trim().parse().ok();
+            }
+        } else if let Some(rest) = l
             .split("SUCCESS! -- ")
             .nth(1)
             .or_else(|| l.split("FAIL! -- ").nth(1))
@@ -166,11 +188,53 @@ fn summarize_sanity(lines: &[String]) -> (u64, u64) {
                     })
                     .unwrap_or(0)
             };
-            passed += num("Passed");
-            failed += num("Failed");
+            if let Some(r) = runs.last_mut() {
+                r.passed += num("Passed");
+                r.failed += num("Failed");
+            }
         }
     }
-    (passed, failed)
+    runs
+}
+
+/// Specs each configuration must pass (csi-sanity v5.6.0; the README lists
+/// what is skipped and why). Fewer means specs were skipped or lost.
+const SANITY_EXPECTED: &[(&str, u64)] = &[
+    ("thick class, mount access", 43),
+    ("thin class, mount access (xfs)", 65),
+    ("thick class, block access", 43),
+];
+/// `sanity.sh` runs every configuration this many times in a row.
+const SANITY_ROUNDS: usize = 3;
+
+/// Checks every run: each configuration ran `SANITY_ROUNDS` times, exited 0,
+/// failed nothing and passed exactly its expected number of specs.
+fn check_sanity(runs: &[SanityRun]) -> Result<(u64, u64), String> {
+    let mut problems = Vec::new();
+    for (config, expected) in SANITY_EXPECTED {
+        let mine: Vec<&SanityRun> = runs.iter().filter(|r| r.config == *config).collect();
+        if mine.len() != SANITY_ROUNDS {
+            problems.push(format!(
+                "{config}: {} runs, expected {SANITY_ROUNDS}",
+                mine.len()
+            ));
+        }
+        for r in mine {
+            if r.exit != Some(0) || r.failed > 0 || r.passed != *expected {
+                problems.push(format!(
+                    "{config}: passed {} (expected {expected}), failed {}, exit {:?}",
+                    r.passed, r.failed, r.exit
+                ));
+            }
+        }
+    }
+    let passed = runs.iter().map(|r| r.passed).sum();
+    let failed = runs.iter().map(|r| r.failed).sum::<u64>() + problems.len() as u64;
+    if problems.is_empty() {
+        Ok((passed, failed))
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 fn summarize(lines: &[String]) -> (u64, u64) {
@@ -242,12 +306,20 @@ fn main() -> ExitCode {
         Some("csi-sanity") => csi_sanity().and_then(|exe| {
             let _ = SANITY_BIN.set(exe);
             boot(SANITY, &[], true).and_then(|o| {
-                let (passed, failed) = summarize_sanity(&o.lines);
+                let runs = sanity_runs(&o.lines);
+                for r in &runs {
+                    println!("csi-sanity {}: {} passed, {} failed, exit {:?}", r.config, r.passed, r.failed, r.exit);
+                }
+                let checked = check_sanity(&runs);
+                let (passed, failed) = checked.clone().unwrap_or_else(|_| {
+                    let p = runs.iter().map(|r| r.passed).sum();
+                    (p, runs.iter().map(|r| r.failed).sum::<u64>().max(1))
+                });
                 println!("{passed} passed, {failed} failed");
-                match o.code {
-                    Some(0) if failed == 0 && passed > 0 => Ok(()),
-                    Some(0) => Err("csi-sanity ran no test".into()),
-                    _ => Err("csi-sanity failed in the VM".into()),
+                match (o.code, checked) {
+                    (Some(0), Ok(_)) => Ok(()),
+                    (_, Err(why)) => Err(format!("csi-sanity: {why}")),
+                    (code, Ok(_)) => Err(format!("csi-sanity failed in the VM (exit {code:?})")),
                 }
             })
         }),
@@ -269,5 +341,58 @@ fn main() -> ExitCode {
             eprintln!("vm-tests: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn sanity_runs_are_read_per_configuration() {
+        let runs = sanity_runs(&lines(
+            "==== csi-sanity: a\nRan 5 of 9 Specs\nSUCCESS! -- 5 Passed | 0 Failed | 0 Pending | 4 Skipped\n==== csi-sanity exit status: 0\n\
+             ==== csi-sanity: b\nFAIL! -- 3 Passed | 2 Failed | 0 Pending | 4 Skipped\n==== csi-sanity exit status: 1",
+        ));
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            (runs[0].passed, runs[0].failed, runs[0].exit),
+            (5, 0, Some(0))
+        );
+        assert_eq!(
+            (runs[1].passed, runs[1].failed, runs[1].exit),
+            (3, 2, Some(1))
+        );
+    }
+
+    #[test]
+    fn a_missing_round_or_a_short_count_fails_the_check() {
+        let good = |config: &str, passed: u64| SanityRun {
+            config: config.into(),
+            passed,
+            failed: 0,
+            exit: Some(0),
+        };
+        let mut all: Vec<SanityRun> = Vec::new();
+        for _ in 0..SANITY_ROUNDS {
+            for (c, n) in SANITY_EXPECTED {
+                all.push(good(c, *n));
+            }
+        }
+        assert!(check_sanity(&all).is_ok());
+        assert!(check_sanity(&all[1..]).is_err(), "a run missing");
+        let mut short = all.clone();
+        short[0].passed -= 1;
+        assert!(check_sanity(&short).is_err(), "a spec lost");
+        let mut exited = all.clone();
+        exited[0].exit = Some(2);
+        assert!(check_sanity(&exited).is_err(), "a non-zero exit");
+        let mut silent = all;
+        silent[0].exit = None;
+        assert!(check_sanity(&silent).is_err(), "no exit status reported");
     }
 }
