@@ -116,6 +116,8 @@ fn main() {
             "lvremove",
             "--devices",
             &da,
+            "--driverloaded",
+            "n",
             &format!("bench-ferro/{name}"),
         ])));
         lr.push(run(lvm().args([
@@ -218,6 +220,14 @@ fn main() {
     println!("| serialize (model -> text) | {sm:.2} ms | {sp:.2} ms |");
     drop((a0, a1, b0, b1));
     let _ = Command::new(ferro)
-        .args(["vgremove", "--devices", &da, "-f", "bench-ferro"])
+        .args([
+            "vgremove",
+            "--devices",
+            &da,
+            "--driverloaded",
+            "n",
+            "-f",
+            "bench-ferro",
+        ])
         .output();
 }

@@ -1247,3 +1247,45 @@ fn publish_targets_and_mounts_are_checked() {
         mounts::unpublish(&engine, &fresh.id, t).unwrap();
     }
 }
+
+/// `vgremove -f` takes down every device of the VG — thin LVs, then each
+/// pool with its `-tpool`, `_tdata` and `_tmeta` layers, then the rest — so
+/// no table keeps mapping extents of a VG that is gone.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn vgremove_force_takes_down_thin_pools_and_their_layers() {
+    let l = Loops::with_dm(1, 512);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "rmvg", l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        "64m",
+        "-n",
+        "pool",
+        "rmvg",
+    ]);
+    l.ferro_ok(&["lvcreate", "-T", "rmvg/pool", "-V", "128m", "-n", "thin"]);
+    l.ferro_ok(&["lvcreate", "-n", "lin", "-L", "8m", "rmvg"]);
+    let devices = || -> Vec<String> {
+        std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("dm/name")).ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| n.starts_with("rmvg-"))
+            .collect()
+    };
+    let before = devices();
+    assert!(
+        before.iter().any(|n| n.ends_with("-tpool")) && before.len() >= 5,
+        "{before:?}"
+    );
+    l.ferro_ok(&["vgremove", "-f", "rmvg"]);
+    assert_eq!(
+        devices(),
+        Vec::<String>::new(),
+        "devices left after vgremove -f"
+    );
+}

@@ -473,3 +473,85 @@ fn lvm_conf_filters_are_honoured() {
         "a bad filter must be refused by name: {err}"
     );
 }
+
+/// Without device-mapper (this host has none), ferrolvm changes metadata
+/// only when asked with `--driverloaded n`, as lvm2; otherwise a change that
+/// may have to touch a live device fails and names the flag, and nothing is
+/// committed. `ferrolvm node` refuses to start at all.
+#[test]
+fn without_device_mapper_metadata_only_changes_need_asking() {
+    assert!(
+        !std::fs::read_to_string("/proc/misc")
+            .unwrap()
+            .contains("device-mapper"),
+        "this test needs a host without device-mapper (the VM suite covers the other case)"
+    );
+    let l = Loops::new(1, 64);
+    l.ferro_ok(&["vgcreate", "nodm", l.dev(0)]);
+    l.ferro_ok(&["lvcreate", "-an", "-n", "a", "-L", "8m", "nodm"]);
+    let ferro = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+            .arg(args[0])
+            .args(["--devices", l.dev(0)])
+            .args(&args[1..])
+            .output()
+            .unwrap()
+    };
+    let seqno = l.seqno("nodm");
+    for args in [
+        &["lvremove", "nodm/a"][..],
+        &["lvextend", "-L", "+4m", "nodm/a"][..],
+        &["vgremove", "-f", "nodm"][..],
+        &["lvcreate", "-n", "b", "-L", "8m", "nodm"][..],
+    ] {
+        let out = ferro(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("device-mapper")
+                && err.contains("--driverloaded n"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(l.seqno("nodm"), seqno, "nothing was committed");
+    assert!(ferro(&["lvremove", "--driverloaded", "n", "nodm/a"])
+        .status
+        .success());
+    assert_eq!(l.seqno("nodm"), seqno + 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("node.yaml");
+    std::fs::write(
+        &conf,
+        "device-classes:\n  - {name: a, volume-group: nodm, default: true}\n",
+    )
+    .unwrap();
+    let sock = dir.path().join("csi.sock");
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        .args(["node", "--devices", l.dev(0), "--config"])
+        .arg(&conf)
+        .args(["--node-name", "n", "--csi-endpoint"])
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--standalone")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            panic!("ferrolvm node kept running without device-mapper");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success() && err.contains("needs device-mapper"),
+        "{err}"
+    );
+    assert!(!sock.exists(), "no socket was served");
+}

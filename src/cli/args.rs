@@ -24,8 +24,9 @@ pub struct Common {
     /// Only use these devices (comma-separated or repeated), like lvm's --devices.
     #[arg(long, value_delimiter = ',', global = true)]
     pub devices: Vec<PathBuf>,
-    /// Accepted for command-line compatibility with lvm2; ferrolvm never needs it.
-    #[arg(long, global = true, hide = true)]
+    /// n: make metadata changes without device-mapper (lvm2's flag); without
+    /// it, a missing or failing device-mapper is an error.
+    #[arg(long, global = true)]
     pub driverloaded: Option<String>,
     /// Answer yes to prompts (ferrolvm never prompts).
     #[arg(short = 'y', long = "yes", global = true)]

@@ -22,7 +22,12 @@ fn usage(msg: impl Into<String>) -> LvmError {
 
 pub fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
-    let host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
+    let mut host = Host::load((!common.devices.is_empty()).then(|| common.devices.clone()));
+    host.driver_loaded = match common.driverloaded.as_deref() {
+        None | Some("y" | "yes") => true,
+        Some("n" | "no") => false,
+        Some(other) => return Err(usage(format!("--driverloaded takes y or n, not {other:?}"))),
+    };
     if let (Err(e), false) = (&host.filter, matches!(cli.cmd, Cmd::Csi { .. })) {
         return Err(LvmError::Refused(e.clone()));
     }

@@ -89,6 +89,9 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         kubelet_dir,
     } = args;
     host.lock_wait = Some(NODE_LOCK_WAIT);
+    // A node without device-mapper could commit metadata it cannot activate.
+    crate::lvm::activate::Dm::open()
+        .map_err(|e| LvmError::Refused(format!("ferrolvm node needs device-mapper: {e}")))?;
     let cfg = NodeConfig::load(&config).map_err(|e| usage(e.to_string()))?;
     let path = socket_path(&csi_endpoint)?;
     let socket_group = socket_group.as_deref().map(group_id).transpose()?;

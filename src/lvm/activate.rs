@@ -21,8 +21,12 @@ pub type TableLine = (u64, u64, String, String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
-    #[error("device-mapper is not available: {0}")]
+    #[error(
+        "device-mapper is not available ({0}); for metadata-only changes, pass --driverloaded n"
+    )]
     NoDriver(String),
+    #[error("device-mapper is present but unusable: {0}")]
+    Unusable(String),
     #[error("device-mapper {op} on {name}: {source}")]
     Dm {
         op: &'static str,
@@ -150,6 +154,20 @@ pub fn striped_table(vg: &Vg, lv: &Lv, pvs: &[(String, Device, u64)]) -> Result<
     Ok(lines)
 }
 
+/// The device-mapper control node: its absence means no driver.
+const CONTROL: &str = "/dev/mapper/control";
+
+/// Whether the running kernel has the device-mapper driver (registered as a
+/// misc device, as lvm2 checks).
+fn driver_in_kernel() -> bool {
+    std::fs::read_to_string("/proc/misc")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
+        })
+        .unwrap_or(false)
+}
+
 /// lvm2's retry_deactivation: 25 tries, 200 ms apart.
 const DEACTIVATE_RETRIES: u32 = 25;
 const DEACTIVATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -186,10 +204,32 @@ fn dm_err<'a>(
 }
 
 impl Dm {
+    /// Opens device-mapper. Only a kernel without the driver (no
+    /// `device-mapper` in /proc/misc) or without its control node means
+    /// there is no driver; any other failure is a device-mapper that does
+    /// not work.
     pub fn open() -> Result<Dm> {
-        DM::new()
-            .map(|dm| Dm { dm })
-            .map_err(|e| ActivateError::NoDriver(e.to_string()))
+        DM::new().map(|dm| Dm { dm }).map_err(|e| {
+            if !driver_in_kernel() {
+                ActivateError::NoDriver("the kernel has no device-mapper driver".into())
+            } else if !Path::new(CONTROL).exists() {
+                ActivateError::NoDriver(format!("no {CONTROL}"))
+            } else {
+                ActivateError::Unusable(e.to_string())
+            }
+        })
+    }
+
+    /// Device-mapper for `host`'s commands: None only when the caller asked
+    /// for metadata-only changes (`--driverloaded n`); otherwise a driver
+    /// that is missing or failing is an error, never a silent skip that
+    /// would commit metadata while a table still maps the extents.
+    pub fn for_host(host: &crate::lvm::host::Host) -> Result<Option<Dm>> {
+        if host.driver_loaded {
+            Dm::open().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Info of the device with this dm uuid, if it exists.

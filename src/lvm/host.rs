@@ -26,6 +26,9 @@ pub struct Host {
     /// How long to wait for an lvm2 lock: None (the CLI, as lvm2) waits as
     /// long as it takes; the node bounds it and answers Aborted after.
     pub lock_wait: Option<std::time::Duration>,
+    /// Whether to use device-mapper (lvm2's `--driverloaded`): false asks
+    /// for metadata-only changes, which is only honoured when asked.
+    pub driver_loaded: bool,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -117,6 +120,7 @@ impl Host {
             devices_file,
             filter,
             lock_wait: None,
+            driver_loaded: true,
         }
     }
 

@@ -343,15 +343,43 @@ pub fn vgremove(host: &Host, name: &str, force: bool) -> Result<()> {
     if found.vg.lvs.iter().any(|l| !l.managed()) {
         return Err(LvmError::Refused(format!("volume group {name} has logical volumes ferrolvm does not manage; remove them with lvm2 first")));
     }
-    if let Ok(dm) = crate::lvm::activate::Dm::open() {
-        for lv in found.vg.lvs.iter().filter(|l| dm.is_active(&found.vg, l)) {
-            dm.deactivate(&found.vg, lv)?;
-        }
+    if let Some(dm) = crate::lvm::activate::Dm::for_host(host)? {
+        deactivate_all(&dm, &found.vg)?;
     }
     let (mdas, labels) = pv_state(&scan, &found.vg)?;
     execute_on_scan(&scan, &commit::plan_labels(&labels, false)?)?;
     execute_on_scan(&scan, &commit::plan_wipe(&mdas))?;
     host.invalidate_hints();
+    Ok(())
+}
+
+/// Deactivates every LV of `vg` in the order lvm2's `vgchange -an` uses:
+/// thin LVs, then thin pools with all their layers, then the rest.
+fn deactivate_all(dm: &crate::lvm::activate::Dm, vg: &Vg) -> Result<()> {
+    use ferrolvm_metadata::ThinSegment;
+    let thin =
+        |l: &&ferrolvm_metadata::Lv| l.segments.first().and_then(|s| s.thin.as_ref()).cloned();
+    for lv in vg
+        .lvs
+        .iter()
+        .filter(|l| matches!(thin(l), Some(ThinSegment::Thin { .. })))
+    {
+        dm.deactivate(vg, lv)?;
+    }
+    for pool in vg
+        .lvs
+        .iter()
+        .filter(|l| matches!(thin(l), Some(ThinSegment::Pool { .. })))
+    {
+        dm.deactivate_pool_if_unused(vg, &pool.name)?;
+    }
+    for lv in vg
+        .lvs
+        .iter()
+        .filter(|l| thin(l).is_none() && dm.is_active(vg, l))
+    {
+        dm.deactivate(vg, lv)?;
+    }
     Ok(())
 }
 

@@ -84,7 +84,11 @@ pub fn create(
     activate: bool,
     plan: impl FnOnce(&Vg, &Scan) -> Result<LvSpec>,
 ) -> Result<Vg> {
-    let dm = if activate { Some(Dm::open()?) } else { None };
+    let dm = if activate {
+        Some(activation_dm(host)?)
+    } else {
+        None
+    };
     let mut s = Session::open(host, vg_name)?;
     let spec = plan(&s.vg, &s.scan)?;
     let mut vg = s.vg.clone();
@@ -130,7 +134,7 @@ pub fn set_active(
     active: bool,
     ignore_skip: bool,
 ) -> Result<Vec<(String, Action)>> {
-    let dm = Dm::open()?;
+    let dm = activation_dm(host)?;
     let mut s = Session::open(host, vg_name)?;
     let mut names: Vec<String> = match only {
         Some(list) => list.to_vec(),
@@ -243,7 +247,11 @@ pub fn create_pool(
     activate: bool,
     plan: impl FnOnce(&Vg, &Scan) -> Result<(ops::NewPool, Option<Vec<String>>)>,
 ) -> Result<Vg> {
-    let dm = if activate { Some(Dm::open()?) } else { None };
+    let dm = if activate {
+        Some(activation_dm(host)?)
+    } else {
+        None
+    };
     let mut s = Session::open(host, vg_name)?;
     let (pool, pvs) = plan(&s.vg, &s.scan)?;
     let name = pool.lv.name.clone();
@@ -290,7 +298,7 @@ pub fn create_thin(
     activate: bool,
     plan: impl FnOnce(&Vg) -> Result<(NewLv, u32)>,
 ) -> Result<Vg> {
-    let dm = Dm::open()?;
+    let dm = activation_dm(host)?;
     let mut s = Session::open(host, vg_name)?;
     let (new, extents) = plan(&s.vg)?;
     let name = new.name.clone();
@@ -325,7 +333,7 @@ pub fn create_thins(
     activate: bool,
     plan: impl FnOnce(&Vg) -> Result<Vec<(NewLv, u32)>>,
 ) -> Result<Vg> {
-    let dm = Dm::open()?;
+    let dm = activation_dm(host)?;
     let mut s = Session::open(host, vg_name)?;
     let items = plan(&s.vg)?;
     let names: Vec<String> = items.iter().map(|(n, _)| n.name.clone()).collect();
@@ -367,9 +375,8 @@ pub fn resize(
     let (extents, pvs) = plan(&s.vg, &s.scan, cur)?;
     let mut vg = s.vg.clone();
     let desc = format!("Write from ferrolvm lvresize {vg_name}/{name}.");
-    let dm = Dm::open()
-        .ok()
-        .filter(|dm| s.vg.lv(name).is_some_and(|lv| dm.is_active(&s.vg, lv)));
+    let dm =
+        Dm::for_host(host)?.filter(|dm| s.vg.lv(name).is_some_and(|lv| dm.is_active(&s.vg, lv)));
     if extents > cur {
         ops::extend_lv(&mut vg, name, extents, pvs.as_deref())?;
         s.commit(vg, desc)?;
@@ -392,6 +399,16 @@ pub fn resize(
     Ok((cur, extents))
 }
 
+/// Device-mapper for a change that needs it (activation, thin pools):
+/// refused outright under `--driverloaded n`.
+fn activation_dm(host: &Host) -> Result<Dm> {
+    Dm::for_host(host)?.ok_or_else(|| {
+        LvmError::Refused(
+            "this needs device-mapper, and --driverloaded n was given (only metadata changes of inactive linear and striped LVs can be made without it)".into(),
+        )
+    })
+}
+
 /// Deactivates (refusing an open LV), removes, and optionally discards.
 /// A thin LV's removal queues the pool's delete message and follows the
 /// same two-commit protocol as its creation.
@@ -401,7 +418,7 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
         s.vg.lv(name)
             .ok_or_else(|| LvmError::Refused(format!("logical volume {vg_name}/{name} not found")))?
             .clone();
-    let dm = Dm::open().ok();
+    let dm = Dm::for_host(host)?;
     let k = kind(&s.vg, name);
     match (&dm, &k) {
         (Some(dm), LvKind::Pool) => {

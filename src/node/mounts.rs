@@ -327,9 +327,11 @@ pub fn publish(
                 wanted.unwrap_or_default()
             )))
         }
-        Signature::Other(what) => return Err(VolumeError::Invalid(format!(
+        Signature::Other(what) => {
+            return Err(VolumeError::Invalid(format!(
             "volume {id} holds {what}: ferrolvm neither mounts it nor makes a filesystem over it"
-        ))),
+        )))
+        }
         Signature::None => {
             let fs = wanted.unwrap_or("ext4");
             let d = dev.to_string_lossy().to_string();

@@ -102,9 +102,11 @@ impl Loops {
 
     pub fn ferro(&self, args: &[&str]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ferrolvm"));
-        c.arg(args[0])
-            .args(["--devices", &self.list()])
-            .args(&args[1..]);
+        c.arg(args[0]).args(["--devices", &self.list()]);
+        if !self.dm {
+            c.args(["--driverloaded", "n"]);
+        }
+        c.args(&args[1..]);
         c.output().expect("run ferrolvm")
     }
 
