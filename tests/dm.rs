@@ -817,14 +817,17 @@ fn csi_engine_group_commit_idempotency_and_restart() {
     assert_eq!(odd.name, "sanity volume: with spaces");
     assert!(odd.lv.starts_with("csi-"));
     // Expand and delete.
-    assert_eq!(restarted.expand(&vols[1].id, 12 << 20).unwrap(), 12 << 20);
+    assert_eq!(
+        restarted.expand(&vols[1].id, 12 << 20, 0).unwrap(),
+        12 << 20
+    );
     assert!(restarted.delete(&vols[1].id).unwrap());
     assert!(
         !restarted.delete(&vols[1].id).unwrap(),
         "a second delete finds nothing and is fine"
     );
     assert!(matches!(
-        restarted.expand("no-such-id", 1),
+        restarted.expand("no-such-id", 1, 0),
         Err(VolumeError::NotFound(_))
     ));
     assert_eq!(restarted.list().unwrap().len(), 100);
@@ -1288,4 +1291,217 @@ fn vgremove_force_takes_down_thin_pools_and_their_layers() {
         Vec::<String>::new(),
         "devices left after vgremove -f"
     );
+}
+
+/// A tenant fills its block volume with a pattern and deletes it; the next
+/// volume on those extents reads zeros only. Until wiped, the extents stay
+/// allocated (capacity does not count them) — also across a restart, which
+/// finishes the wipe. With `wipe: none` the next tenant reads the pattern,
+/// which shows what the wipe prevents.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn deleted_volumes_are_wiped_before_their_extents_are_reused() {
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::NodeEngine;
+    let l = Loops::with_dm(2, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "wipevg", l.dev(0)]);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "keepvg", l.dev(1)]);
+    let config = || {
+        NodeConfig::parse(
+            "device-classes:\n  - {name: zero, volume-group: wipevg, default: true, spare-gb: 0}\n  - {name: none, volume-group: keepvg, spare-gb: 0, wipe: none}",
+        )
+        .unwrap()
+    };
+    let host = || ferrolvm::lvm::host::Host::load(Some(l.devs.clone()));
+    let engine = NodeEngine::new(host(), config());
+    const MIB16: u64 = 16 << 20;
+    let dev = |v: &ferrolvm::node::Volume| {
+        format!(
+            "/dev/mapper/{}",
+            ferrolvm::lvm::activate::dm_name(&v.vg, &v.lv, None)
+        )
+    };
+    let ranges = |v: &ferrolvm::node::Volume| {
+        l.lvm_ok(&[
+            "lvs",
+            "--noheadings",
+            "-o",
+            "seg_pe_ranges",
+            &format!("{}/{}", v.vg, v.lv),
+        ])
+        .trim()
+        .to_string()
+    };
+    for (class, wiped) in [("zero", true), ("none", false)] {
+        let free = engine.capacity(Some(class)).unwrap();
+        let a = engine
+            .create(&format!("tenant-a-{class}"), Some(class), MIB16, 0)
+            .unwrap();
+        let a_ranges = ranges(&a);
+        let pattern: Vec<u8> = (0..16).flat_map(|i| pattern(i as u8)).collect();
+        write_dev(&dev(&a), &pattern);
+        assert!(engine.delete(&a.id).unwrap());
+        if wiped {
+            assert_eq!(
+                engine.capacity(Some(class)).unwrap(),
+                free - MIB16,
+                "wiping extents are not free"
+            );
+            assert_eq!(engine.wipe_backlog().unwrap(), MIB16);
+            assert!(
+                engine.list().unwrap().iter().all(|v| v.id != a.id),
+                "gone for CSI at once"
+            );
+            // As after a crash before the wipe: a new engine finds the work and does it.
+            let restarted = NodeEngine::new(host(), config());
+            assert_eq!(restarted.wipe_pending().unwrap(), 1);
+            assert_eq!(restarted.wipe_backlog().unwrap(), 0);
+        }
+        assert_eq!(engine.capacity(Some(class)).unwrap(), free);
+        let b = engine
+            .create(&format!("tenant-b-{class}"), Some(class), MIB16, 0)
+            .unwrap();
+        assert_eq!(
+            ranges(&b),
+            a_ranges,
+            "the next volume lands on the same extents"
+        );
+        let read = read_dev(&dev(&b), MIB16 as usize);
+        if wiped {
+            assert!(
+                read.iter().all(|&x| x == 0),
+                "the next tenant read old data"
+            );
+        } else {
+            assert_eq!(
+                &read[4096..],
+                &pattern[4096..],
+                "without wiping the old data stays readable"
+            );
+        }
+        assert!(engine.delete(&b.id).unwrap());
+    }
+    engine.wipe_pending().unwrap();
+    l.assert_vgck_clean("wipevg");
+}
+
+/// The node engine's edges: a size limit is checked before anything is
+/// made (thick, thin, clone); growth honours the class's room (spare,
+/// overprovisioning) and the limit; concurrent snapshots or clones with one
+/// name make one object.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn engine_edges_limits_room_and_names() {
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::{NodeEngine, Source, VolumeError};
+    use std::sync::Arc;
+    let l = Loops::with_dm(1, 512);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "edgevg", l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        "128m",
+        "-n",
+        "pool",
+        "edgevg",
+    ]);
+    let config = NodeConfig::parse(
+        "device-classes:\n  - {name: thick, volume-group: edgevg, default: true, spare-gb: 0}\n  - {name: thin, volume-group: edgevg, type: thin, thin-pool: {name: pool, overprovision-ratio: 2.0}}",
+    )
+    .unwrap();
+    let engine = Arc::new(NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        config,
+    ));
+    const MIB: u64 = 1 << 20;
+    let lvs = || l.lv_names(false).len();
+    let before = lvs();
+    // 5 MiB rounds up to two 4 MiB extents: over a 5 MiB limit, refused before anything is made.
+    for class in ["thick", "thin"] {
+        let r = engine.create(&format!("lim-{class}"), Some(class), 5 * MIB, 5 * MIB);
+        assert!(
+            matches!(r, Err(VolumeError::OutOfRange(_))),
+            "{class}: {r:?}"
+        );
+    }
+    assert_eq!(lvs(), before, "nothing was created");
+
+    let v = engine.create("grow", None, 8 * MIB, 0).unwrap();
+    assert!(matches!(
+        engine.expand(&v.id, 2 << 30, 0),
+        Err(VolumeError::NoSpace { .. })
+    ));
+    assert!(matches!(
+        engine.expand(&v.id, 16 * MIB, 12 * MIB),
+        Err(VolumeError::OutOfRange(_))
+    ));
+    assert_eq!(engine.expand(&v.id, 16 * MIB, 16 * MIB).unwrap(), 16 * MIB);
+    let t = engine.create("thin-a", Some("thin"), 64 * MIB, 0).unwrap();
+    // The pool is 128 MiB at ratio 2: 256 MiB of thin volumes in all.
+    assert!(matches!(
+        engine.expand(&t.id, 512 * MIB, 0),
+        Err(VolumeError::NoSpace { .. })
+    ));
+    let r = engine.create_from(
+        "clone-lim",
+        Some("thin"),
+        0,
+        32 * MIB,
+        &Source::Volume(t.id.clone()),
+    );
+    assert!(
+        matches!(r, Err(VolumeError::OutOfRange(_))),
+        "a clone starts at its source's size: {r:?}"
+    );
+
+    let spawn_all = |f: Arc<dyn Fn() -> String + Send + Sync>| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let f = f.clone();
+                std::thread::spawn(move || f())
+            })
+            .collect();
+        let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] == w[1]),
+            "one object for one name: {ids:?}"
+        );
+    };
+    let (e, id) = (engine.clone(), t.id.clone());
+    spawn_all(Arc::new(move || {
+        e.create_snapshot("one-snap", &id).unwrap().id
+    }));
+    assert_eq!(
+        engine
+            .snapshots()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == "one-snap")
+            .count(),
+        1
+    );
+    let (e, id) = (engine.clone(), t.id.clone());
+    spawn_all(Arc::new(move || {
+        e.create_from(
+            "one-clone",
+            Some("thin"),
+            64 * MIB,
+            0,
+            &Source::Volume(id.clone()),
+        )
+        .unwrap()
+        .id
+    }));
+    assert_eq!(
+        engine
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|v| v.name == "one-clone")
+            .count(),
+        1
+    );
+    l.assert_vgck_clean("edgevg");
 }

@@ -70,6 +70,9 @@ fn watch_capacity(host: Host, engine: Arc<NodeEngine>) -> watch::Watcher {
 /// on the host) before answering Aborted, so the sidecar retries.
 const NODE_LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// How often the wiper looks for work besides being woken by deletes.
+const WIPE_EVERY: Duration = Duration::from_secs(30);
+
 /// The gid of a group named on the command line.
 fn group_id(name: &str) -> Result<u32> {
     match nix::unistd::Group::from_name(name) {
@@ -99,6 +102,9 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     let e = engine.clone();
     let probe = Arc::new(move || e.probe());
     let _watcher = watch_capacity(host, engine.clone());
+    // Deleted thick volumes are wiped in the background; a pass at start
+    // finishes what a crash interrupted.
+    let _wiper = engine.run_wiper(WIPE_EVERY);
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| LvmError::Refused(format!("starting the runtime: {e}")))?;
     rt.block_on(async move {

@@ -67,8 +67,14 @@ pub trait VolumeBackend: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = BackendResult<Vec<Volume>>> + Send;
     /// Bytes a new volume of `class` can get.
     fn capacity(&self, class: Option<String>) -> impl Future<Output = BackendResult<u64>> + Send;
-    /// Grows a volume to at least `bytes`; returns its new size.
-    fn expand(&self, id: String, bytes: u64) -> impl Future<Output = BackendResult<u64>> + Send;
+    /// Grows a volume to at least `bytes`, at most `limit` (0: none);
+    /// returns its new size.
+    fn expand(
+        &self,
+        id: String,
+        bytes: u64,
+        limit: u64,
+    ) -> impl Future<Output = BackendResult<u64>> + Send;
     fn snapshots(&self) -> impl Future<Output = BackendResult<Vec<Snapshot>>> + Send;
     fn create_snapshot(
         &self,

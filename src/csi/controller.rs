@@ -386,12 +386,15 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
             .capacity_range
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("capacity range missing"))?;
-        let (required, _) = range(Some(cr))?;
+        let (required, limit) = range(Some(cr))?;
         let block = r
             .volume_capability
             .as_ref()
             .is_some_and(|c| matches!(c.access_type, Some(AccessType::Block(_))));
-        let bytes = self.backend.expand(r.volume_id.clone(), required).await?;
+        let bytes = self
+            .backend
+            .expand(r.volume_id.clone(), required, limit)
+            .await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes as i64,
             node_expansion_required: !block,

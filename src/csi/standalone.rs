@@ -51,9 +51,9 @@ impl VolumeBackend for Arc<NodeEngine> {
         let e = self.clone();
         blocking(move || NodeEngine::capacity(&e, class.as_deref())).await
     }
-    async fn expand(&self, id: String, bytes: u64) -> BackendResult<u64> {
+    async fn expand(&self, id: String, bytes: u64, limit: u64) -> BackendResult<u64> {
         let e = self.clone();
-        blocking(move || NodeEngine::expand(&e, &id, bytes)).await
+        blocking(move || NodeEngine::expand(&e, &id, bytes, limit)).await
     }
     async fn snapshots(&self) -> BackendResult<Vec<Snapshot>> {
         let e = self.clone();

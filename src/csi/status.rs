@@ -17,6 +17,7 @@ impl From<VolumeError> for BackendError {
             VolumeError::Exhausted(_) => ErrorKind::ResourceExhausted,
             VolumeError::Busy(_) => ErrorKind::Aborted,
             VolumeError::Invalid(_) => ErrorKind::InvalidArgument,
+            VolumeError::OutOfRange(_) => ErrorKind::OutOfRange,
             VolumeError::Filesystem(_) | VolumeError::Engine(_) => ErrorKind::Internal,
         };
         let message = match &e {

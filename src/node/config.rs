@@ -15,6 +15,32 @@ pub enum ClassType {
     Thin,
 }
 
+/// What DeleteVolume does to a thick volume's extents before anyone else
+/// can get them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Wipe {
+    /// BLKZEROOUT over the whole volume (the default).
+    #[default]
+    Zero,
+    /// BLKDISCARD, for devices the operator knows read zeros after a discard.
+    Discard,
+    /// Nothing: the next block-mode tenant can read the old data (lvm2's and
+    /// TopoLVM's behaviour).
+    None,
+}
+
+impl Wipe {
+    /// The word kept in the wiping LV's tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wipe::Zero => "zero",
+            Wipe::Discard => "discard",
+            Wipe::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ThinPoolConfig {
@@ -45,6 +71,9 @@ pub struct DeviceClass {
     #[serde(default, rename = "type")]
     pub class_type: ClassType,
     pub thin_pool: Option<ThinPoolConfig>,
+    /// Thick classes: how freed extents are made unreadable (default zero).
+    /// Thin pools zero new blocks themselves.
+    pub wipe: Option<Wipe>,
 }
 
 /// The file; keys of lvmd.yaml that only concern lvmd (socket-name,
@@ -144,6 +173,11 @@ impl NodeConfig {
                 return Err(bad("lvcreate-options are not supported: ferrolvm runs no lvcreate; use stripe/stripe-size or type"));
             }
             d.stripe_sectors().map_err(|e| bad(&e))?;
+            if d.class_type == ClassType::Thin && d.wipe.is_some_and(|w| w != Wipe::None) {
+                return Err(bad(
+                    "wipe applies to thick classes: a thin pool zeroes new blocks itself",
+                ));
+            }
             let target = match (d.class_type, &d.thin_pool) {
                 (ClassType::Thin, Some(p)) => {
                     if p.overprovision_ratio.is_nan() || p.overprovision_ratio < 1.0 {
@@ -177,6 +211,14 @@ impl NodeConfig {
 }
 
 impl DeviceClass {
+    /// How DeleteVolume wipes this class's freed extents.
+    pub fn wipe(&self) -> Wipe {
+        match self.class_type {
+            ClassType::Thin => Wipe::None,
+            ClassType::Thick => self.wipe.unwrap_or_default(),
+        }
+    }
+
     /// `stripe-size` in 512-byte sectors, parsed as lvm2 parses `-I` (lvm's
     /// size syntax, default unit KiB): a power of two from 4 KiB to 4 GiB.
     /// None when the class does not set it.
@@ -282,6 +324,8 @@ device-classes:
             ("device-classes:\n  - {name: a, volume-group: v, stripe-size: 64q}", "power of two"),
             ("device-classes:\n  - {name: a, volume-group: v, stripe-size: \"+64k\"}", "power of two"),
             ("device-classes:\n  - {name: a, volume-group: v, stripe-size: 1k}", "power of two"),
+            ("device-classes:\n  - {name: a, volume-group: v, wipe: shred}", "unknown variant"),
+            ("device-classes:\n  - {name: a, volume-group: v, type: thin, wipe: zero, thin-pool: {name: p}}", "wipe applies to thick"),
         ];
         for (text, want) in cases {
             let err = NodeConfig::parse(text).unwrap_err().to_string();

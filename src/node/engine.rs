@@ -8,17 +8,20 @@
 //!   them at once, then activates each. Thin creates of one class share one
 //!   pool transaction (its two commits).
 //! - Snapshots and clones (`snapshots.rs`) on thin classes.
+//! - Deleting a thick volume wipes its extents before they are freed
+//!   (`wipe.rs`).
 
 mod create;
 mod snapshots;
+pub mod wipe;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ferrolvm_metadata::{Lv, Vg};
 
-use super::config::{ClassType, DeviceClass, NodeConfig};
+use super::config::{ClassType, DeviceClass, NodeConfig, Wipe};
 use super::volume::{to_volume, Volume, VolumeError};
 use crate::lvm::host::Host;
 use crate::lvm::volumes;
@@ -33,6 +36,8 @@ pub struct NodeEngine {
     queues: Mutex<HashMap<String, Arc<VgQueue>>>,
     /// One publish or unpublish at a time per volume id.
     volume_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Set and signalled when a delete leaves extents to wipe.
+    wipe_signal: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// Where kubelet keeps pods, and so publish targets, by default.
@@ -46,6 +51,7 @@ impl NodeEngine {
             publish_roots: vec![PathBuf::from(KUBELET_DIR)],
             queues: Mutex::new(HashMap::new()),
             volume_locks: Mutex::new(HashMap::new()),
+            wipe_signal: Arc::new((Mutex::new(false), Condvar::new())),
         }
     }
 
@@ -166,8 +172,14 @@ impl NodeEngine {
             return Ok(false);
         };
         let queue = self.queue(&v.vg);
-        let _leader = queue.commit.lock().expect("poisoned");
-        volumes::remove(&self.host, &v.vg, &v.lv, false)?;
+        let _leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.class(Some(&v.class))?.wipe() {
+            Wipe::None => volumes::remove(&self.host, &v.vg, &v.lv, false)?,
+            mode => self.retire(&v, mode)?,
+        }
         self.volume_locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -175,8 +187,11 @@ impl NodeEngine {
         Ok(true)
     }
 
-    /// Grows a volume to at least `bytes`; returns its new size.
-    pub fn expand(&self, id: &str, bytes: u64) -> Result<u64, VolumeError> {
+    /// Grows a volume to at least `bytes` and at most `limit` (0: none);
+    /// returns its new size. The growth must fit the class as a new volume
+    /// would: thick, the free space less the spare; thin, the pool's
+    /// overprovisioned room.
+    pub fn expand(&self, id: &str, bytes: u64, limit: u64) -> Result<u64, VolumeError> {
         let v = self
             .find(id)?
             .ok_or_else(|| VolumeError::NotFound(id.into()))?;
@@ -184,7 +199,26 @@ impl NodeEngine {
             return Ok(v.bytes);
         }
         let queue = self.queue(&v.vg);
-        let _leader = queue.commit.lock().expect("poisoned");
+        let _leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let class = self.class(Some(&v.class))?;
+        let vg = self.read_vg(&v.vg)?;
+        let es = vg.extent_size as u64 * 512;
+        let stripes = class.stripe.unwrap_or(1).max(1) as u64;
+        let target = bytes.div_ceil(es).div_ceil(stripes) * stripes * es;
+        if let Some(e) = super::volume::over_limit(&v.name, target, limit) {
+            return Err(e);
+        }
+        let room = class.capacity(&vg);
+        if target - v.bytes > room {
+            return Err(VolumeError::NoSpace {
+                class: class.name.clone(),
+                needed: target - v.bytes,
+                available: room,
+            });
+        }
         let mut es = 0;
         let (_, now) = volumes::resize(&self.host, &v.vg, &v.lv, |vg, _, _| {
             es = vg.extent_size as u64 * 512;

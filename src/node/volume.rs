@@ -50,6 +50,9 @@ pub enum VolumeError {
     /// What was asked cannot be done as asked (e.g. a size past the limits).
     #[error("{0}")]
     Invalid(String),
+    /// The smallest volume that fits is over the caller's limit.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A publish target holds something ferrolvm did not put there.
     #[error("{0}")]
     TargetOccupied(String),
@@ -73,6 +76,15 @@ impl From<LvmError> for VolumeError {
             _ => VolumeError::Engine(e),
         }
     }
+}
+
+/// The error for a rounded size over a limit (`limit` 0: none), or None.
+pub(crate) fn over_limit(name: &str, bytes: u64, limit: u64) -> Option<VolumeError> {
+    (limit > 0 && bytes > limit).then(|| {
+        VolumeError::OutOfRange(format!(
+            "volume {name:?}: the smallest size that fits is {bytes} bytes, over the limit of {limit}"
+        ))
+    })
 }
 
 impl VolumeError {
@@ -103,6 +115,7 @@ impl VolumeError {
             VolumeError::Busy(x) => VolumeError::Busy(x.clone()),
             VolumeError::Invalid(x) => VolumeError::Invalid(x.clone()),
             VolumeError::TargetOccupied(x) => VolumeError::TargetOccupied(x.clone()),
+            VolumeError::OutOfRange(x) => VolumeError::OutOfRange(x.clone()),
             VolumeError::Engine(e) => VolumeError::Engine(LvmError::Refused(e.to_string())),
         }
     }

@@ -14,7 +14,7 @@ use crate::lvm::volumes;
 use crate::lvm::LvmError;
 use crate::node::config::{ClassType, DeviceClass};
 use crate::node::volume::{
-    csi_name, hex, lv_name_for, to_volume, unique_name, Volume, VolumeError, NAME_TAG,
+    csi_name, hex, lv_name_for, over_limit, to_volume, unique_name, Volume, VolumeError, NAME_TAG,
 };
 
 pub(super) struct Job {
@@ -44,22 +44,34 @@ impl NodeEngine {
         let class = self.class(class)?;
         let queue = self.queue(&class.volume_group);
         let (reply, answer) = mpsc::channel();
-        queue.pending.lock().expect("poisoned").push(Job {
-            name: name.to_string(),
-            class,
-            required,
-            limit,
-            reply,
-        });
+        queue
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Job {
+                name: name.to_string(),
+                class,
+                required,
+                limit,
+                reply,
+            });
         if let Ok(r) = answer.try_recv() {
             return r;
         }
-        let _leader = queue.commit.lock().expect("poisoned");
+        let _leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A leader before us may have taken our job and answered already.
         if let Ok(r) = answer.try_recv() {
             return r;
         }
-        let jobs = std::mem::take(&mut *queue.pending.lock().expect("poisoned"));
+        let jobs = std::mem::take(
+            &mut *queue
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.run_batch(jobs);
         answer.recv().unwrap_or_else(|_| {
             Err(VolumeError::Engine(LvmError::Refused(
@@ -112,6 +124,11 @@ impl NodeEngine {
             let extents = job.required.max(1).div_ceil(es);
             let stripes = job.class.stripe.unwrap_or(1).max(1);
             let extents = extents.div_ceil(stripes as u64) * stripes as u64;
+            // Refused before anything is made: never a volume the caller must then delete.
+            if let Some(e) = over_limit(&job.name, extents * es, job.limit) {
+                let _ = job.reply.send(Err(e));
+                continue;
+            }
             let spare = job.class.spare_gb.unwrap_or(10) << 30;
             let free = ferrolvm_metadata::alloc::FreeMap::of(&vg).total() * es;
             if extents * es + spare > free {
@@ -226,7 +243,10 @@ impl NodeEngine {
         let Some(pool) = class.thin_pool.as_ref().map(|p| p.name.clone()) else {
             return fail(VolumeError::UnknownClass(class.name.clone()));
         };
-        let available = match self.capacity(Some(&class.name)) {
+        let (available, es) = match self
+            .read_vg(&class.volume_group)
+            .map(|vg| (class.capacity(&vg), vg.extent_size as u64 * 512))
+        {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
@@ -236,14 +256,17 @@ impl NodeEngine {
             jobs.iter().map(|_| None).collect();
         let mut used = 0u64;
         for (i, job) in jobs.iter().enumerate() {
-            if used + job.required > available {
+            let bytes = job.required.max(1).div_ceil(es) * es;
+            if let Some(e) = over_limit(&job.name, bytes, job.limit) {
+                results[i] = Some(Err(e));
+            } else if used + bytes > available {
                 results[i] = Some(Err(VolumeError::NoSpace {
                     class: class.name.clone(),
-                    needed: job.required,
+                    needed: bytes,
                     available: available - used,
                 }));
             } else {
-                used += job.required;
+                used += bytes;
                 admitted.push(i);
             }
         }

@@ -9,8 +9,8 @@ use crate::lvm::session;
 use crate::lvm::volumes;
 use crate::node::config::{ClassType, DeviceClass};
 use crate::node::volume::{
-    csi_name, hex, lv_name_for, snapshot_name, to_volume, unique_name, Snapshot, Source, Volume,
-    VolumeError, NAME_TAG, SNAPSHOT_TAG,
+    csi_name, hex, lv_name_for, over_limit, snapshot_name, to_volume, unique_name, Snapshot,
+    Source, Volume, VolumeError, NAME_TAG, SNAPSHOT_TAG,
 };
 
 impl NodeEngine {
@@ -67,17 +67,41 @@ impl NodeEngine {
         Err(VolumeError::NotFound(id.to_string()))
     }
 
+    /// The snapshot `name` if it exists: itself when it is of `source`, a
+    /// conflict when it is of another volume.
+    fn existing_snapshot(&self, name: &str, source: &str) -> Result<Option<Snapshot>, VolumeError> {
+        match self.snapshots()?.into_iter().find(|s| s.name == name) {
+            Some(s) if s.source == source => Ok(Some(s)),
+            Some(s) => Err(VolumeError::Conflict {
+                name: name.into(),
+                existing: s.bytes,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// The volume `name` if it exists and fits the range, a conflict if it
+    /// does not fit.
+    fn existing_volume(
+        &self,
+        name: &str,
+        required: u64,
+        limit: u64,
+    ) -> Result<Option<Volume>, VolumeError> {
+        match self.list()?.into_iter().find(|v| v.name == name) {
+            Some(v) if v.bytes >= required && (limit == 0 || v.bytes <= limit) => Ok(Some(v)),
+            Some(v) => Err(VolumeError::Conflict {
+                name: name.into(),
+                existing: v.bytes,
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// Creates (or finds) snapshot `name` of volume `source` (thin classes only).
     pub fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError> {
-        if let Some(s) = self.snapshots()?.into_iter().find(|s| s.name == name) {
-            return if s.source == source {
-                Ok(s)
-            } else {
-                Err(VolumeError::Conflict {
-                    name: name.into(),
-                    existing: s.bytes,
-                })
-            };
+        if let Some(s) = self.existing_snapshot(name, source)? {
+            return Ok(s);
         }
         self.find(source)?
             .ok_or_else(|| VolumeError::NotFound(source.to_string()))?;
@@ -88,7 +112,14 @@ impl NodeEngine {
             .map(|p| p.name.clone())
             .expect("thin class has a pool");
         let queue = self.queue(&class.volume_group);
-        let _leader = queue.commit.lock().expect("poisoned");
+        let _leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Again under the lock: a concurrent call with this name may have made it.
+        if let Some(s) = self.existing_snapshot(name, source)? {
+            return Ok(s);
+        }
         volumes::create_thin(
             &self.host,
             &class.volume_group,
@@ -126,7 +157,10 @@ impl NodeEngine {
         }
         let (class, lv) = self.locate(id)?;
         let queue = self.queue(&class.volume_group);
-        let _leader = queue.commit.lock().expect("poisoned");
+        let _leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         volumes::remove(&self.host, &class.volume_group, &lv, false)?;
         Ok(true)
     }
@@ -140,15 +174,8 @@ impl NodeEngine {
         limit: u64,
         source: &Source,
     ) -> Result<Volume, VolumeError> {
-        if let Some(v) = self.list()?.into_iter().find(|v| v.name == name) {
-            return if v.bytes >= required && (limit == 0 || v.bytes <= limit) {
-                Ok(v)
-            } else {
-                Err(VolumeError::Conflict {
-                    name: name.into(),
-                    existing: v.bytes,
-                })
-            };
+        if let Some(v) = self.existing_volume(name, required, limit)? {
+            return Ok(v);
         }
         let (id, known) = match source {
             Source::Snapshot(id) => (id, self.snapshots()?.iter().any(|s| &s.id == id)),
@@ -170,8 +197,28 @@ impl NodeEngine {
             .as_ref()
             .map(|p| p.name.clone())
             .expect("thin class has a pool");
+        // A clone starts at its source's size: over the limit, refuse before making it.
+        let source_bytes = match source {
+            Source::Snapshot(id) => self
+                .snapshots()?
+                .into_iter()
+                .find(|s| &s.id == id)
+                .map(|s| s.bytes),
+            Source::Volume(id) => self.find(id)?.map(|v| v.bytes),
+        }
+        .unwrap_or(0);
+        if let Some(e) = over_limit(name, source_bytes.max(required), limit) {
+            return Err(e);
+        }
         let queue = self.queue(&src_class.volume_group);
-        let leader = queue.commit.lock().expect("poisoned");
+        let leader = queue
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Again under the lock: a concurrent call with this name may have made it.
+        if let Some(v) = self.existing_volume(name, required, limit)? {
+            return Ok(v);
+        }
         let mut lv_name = String::new();
         let vg = volumes::create_thin(
             &self.host,
@@ -199,7 +246,7 @@ impl NodeEngine {
             .and_then(|l| to_volume(&vg, l, &src_class.name))
             .ok_or_else(|| VolumeError::NotFound(lv_name.clone()))?;
         if v.bytes < required {
-            v.bytes = self.expand(&v.id, required)?;
+            v.bytes = self.expand(&v.id, required, limit)?;
         }
         self.ensure_active(&v)?;
         Ok(v)
