@@ -101,6 +101,14 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     let engine = Arc::new(NodeEngine::new(host.clone(), cfg).with_publish_roots(vec![kubelet_dir]));
     let e = engine.clone();
     let probe = Arc::new(move || e.probe());
+    // A crash may have left a pool with queued messages or an origin suspended.
+    match engine.recover() {
+        Ok(resumed) if !resumed.is_empty() => {
+            tracing::warn!(?resumed, "resumed thin volumes a crash left suspended")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(%e, "thin pool recovery failed; thin classes may not work"),
+    }
     let _watcher = watch_capacity(host, engine.clone());
     // Deleted thick volumes are wiped in the background; a pass at start
     // finishes what a crash interrupted.

@@ -332,14 +332,19 @@ impl Dm {
     }
 }
 
-fn is_eexist(e: &ActivateError) -> bool {
+/// Whether a device-mapper ioctl failed with `want`.
+fn failed_with(e: &ActivateError, want: nix::errno::Errno) -> bool {
     match e {
         ActivateError::Dm {
             source: devicemapper::DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)),
             ..
-        } => **errno == nix::errno::Errno::EEXIST,
+        } => **errno == want,
         _ => false,
     }
+}
+
+fn is_eexist(e: &ActivateError) -> bool {
+    failed_with(e, nix::errno::Errno::EEXIST)
 }
 
 pub fn mapper_path(name: &str) -> PathBuf {

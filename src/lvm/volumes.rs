@@ -227,6 +227,16 @@ fn ensure_pool(s: &mut Session, dm: &Dm, pool: &str) -> Result<devicemapper::Dev
     Ok(tpool)
 }
 
+/// Brings a thin pool back to a consistent state after a crash: replays
+/// messages an interrupted change left queued (committing them cleared) and
+/// resumes any of its thin LVs left suspended. Returns the names resumed.
+pub fn recover_pool(host: &Host, vg_name: &str, pool: &str) -> Result<Vec<String>> {
+    let dm = activation_dm(host)?;
+    let mut s = Session::open(host, vg_name)?;
+    ensure_pool(&mut s, &dm, pool)?;
+    Ok(dm.resume_suspended_thins(&s.vg, pool)?)
+}
+
 fn activate_any(s: &mut Session, dm: &Dm, name: &str, zero: bool) -> Result<Action> {
     match kind(&s.vg, name) {
         LvKind::Plain => activate_lv(s, dm, name, zero),

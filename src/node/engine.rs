@@ -150,6 +150,19 @@ impl NodeEngine {
         Ok(())
     }
 
+    /// Start-up recovery of every thin class's pool: queued messages a crash
+    /// left are replayed and thin LVs left suspended (a snapshot interrupted
+    /// while its origin was suspended) are resumed. Returns what was resumed.
+    pub fn recover(&self) -> Result<Vec<String>, VolumeError> {
+        let mut resumed = Vec::new();
+        for c in &self.config.device_classes {
+            if let (ClassType::Thin, Some(p)) = (c.class_type, &c.thin_pool) {
+                resumed.extend(volumes::recover_pool(&self.host, &c.volume_group, &p.name)?);
+            }
+        }
+        Ok(resumed)
+    }
+
     /// Activates the volume if needed and returns its device node.
     pub fn ensure_active(&self, v: &Volume) -> Result<std::path::PathBuf, VolumeError> {
         let path =

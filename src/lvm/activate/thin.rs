@@ -316,6 +316,7 @@ impl Dm {
                                             DmOptions::default().set_flags(DmFlags::DM_SUSPEND),
                                         )
                                         .map_err(dm_err("suspend", o))?;
+                                    crate::lvm::failpoint::hit("thin-origin-suspended");
                                 }
                                 let r = dm.message(
                                     vg,
@@ -340,8 +341,14 @@ impl Dm {
                     }
                 }
                 ThinMessage::Delete { device_id } => {
-                    // Already gone if a crash came after the delete but before set_transaction_id.
-                    let _ = self.message(vg, &pool_lv, &format!("delete {device_id}"));
+                    // Already gone (ENODATA) if a crash came after the delete
+                    // but before set_transaction_id. Any other failure is an
+                    // error: the device id must not be reused while its
+                    // blocks may still be there.
+                    match self.message(vg, &pool_lv, &format!("delete {device_id}")) {
+                        Err(e) if failed_with(&e, nix::errno::Errno::ENODATA) => {}
+                        other => other?,
+                    }
                 }
             }
             crate::lvm::failpoint::hit("thin-message-sent");
@@ -404,6 +411,27 @@ impl Dm {
             }
         }
         Ok(true)
+    }
+
+    /// Resumes every thin LV of `pool` that is left suspended (a snapshot
+    /// interrupted between suspending its origin and resuming it); returns
+    /// their names.
+    pub fn resume_suspended_thins(&self, vg: &Vg, pool: &str) -> Result<Vec<String>> {
+        let mut resumed = Vec::new();
+        for (lv, _) in ferrolvm_metadata::ops::thin_lvs(vg, pool) {
+            let uuid = dm_uuid(vg, lv, None);
+            let Some(info) = self.info(&uuid) else {
+                continue;
+            };
+            if info.flags().contains(DmFlags::DM_SUSPEND) {
+                let u = DmUuid::new(&uuid).map_err(dm_err("uuid", &lv.name))?;
+                self.dm
+                    .device_suspend(&DevId::Uuid(u), DmOptions::default())
+                    .map_err(dm_err("resume", &lv.name))?;
+                resumed.push(lv.name.clone());
+            }
+        }
+        Ok(resumed)
     }
 
     /// Why the device named `name` is unusable, if it is: missing, suspended,
