@@ -569,6 +569,17 @@ fn thin_steps_survive_a_kill_at_each_point() {
         "thin-cleared",
         "thin-origin-suspended",
     ];
+    // The node engine on this pool, as `ferrolvm node` would start.
+    let node = || {
+        let config = ferrolvm::node::config::NodeConfig::parse(
+            "device-classes:\n  - {name: thin, volume-group: kvg, default: true, type: thin, thin-pool: {name: pool}}",
+        )
+        .unwrap();
+        ferrolvm::node::NodeEngine::new(
+            ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+            config,
+        )
+    };
     let mut n = 0;
     for (i, point) in points.iter().enumerate() {
         for op in ["create", "snapshot", "remove"] {
@@ -609,14 +620,7 @@ fn thin_steps_survive_a_kill_at_each_point() {
                     })
                 };
                 assert!(suspended("kvg-base"), "the kill left the origin suspended");
-                let config = ferrolvm::node::config::NodeConfig::parse(
-                    "device-classes:\n  - {name: thin, volume-group: kvg, default: true, type: thin, thin-pool: {name: pool}}",
-                )
-                .unwrap();
-                let engine = ferrolvm::node::NodeEngine::new(
-                    ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
-                    config,
-                );
+                let engine = node();
                 // The replay of the queued create_snap resumes it; the
                 // explicit pass after it would otherwise.
                 engine.recover().unwrap();
@@ -667,14 +671,7 @@ fn thin_steps_survive_a_kill_at_each_point() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let config = ferrolvm::node::config::NodeConfig::parse(
-        "device-classes:\n  - {name: thin, volume-group: kvg, default: true, type: thin, thin-pool: {name: pool}}",
-    )
-    .unwrap();
-    let engine = ferrolvm::node::NodeEngine::new(
-        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
-        config,
-    );
+    let engine = node();
     assert_eq!(engine.recover().unwrap(), vec!["base".to_string()]);
     l.ferro_ok(&["vgchange", "-an", "kvg"]);
     l.lvm_ok(&["vgchange", "-an", "kvg"]);

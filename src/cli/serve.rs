@@ -70,6 +70,9 @@ fn watch_capacity(host: Host, engine: Arc<NodeEngine>) -> watch::Watcher {
 /// on the host) before answering Aborted, so the sidecar retries.
 const NODE_LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long in-flight calls may run after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// How often the wiper looks for work besides being woken by deletes.
 const WIPE_EVERY: Duration = Duration::from_secs(30);
 
@@ -129,7 +132,12 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
             }));
         }
         tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");
-        let shutdown = async {
+        // SIGTERM (or ^C) stops accepting calls and lets in-flight ones
+        // finish, for at most SHUTDOWN_GRACE: kubelet kills a pod that
+        // overstays its grace period anyway, and a hung call must not keep
+        // the node from restarting.
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -138,9 +146,22 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
             tracing::info!("shutting down after in-flight calls");
+            let _ = stopping.send(());
         };
-        crate::csi::serve_unix(&path, socket_group, router, shutdown)
-            .await
-            .map_err(|e| LvmError::Refused(format!("serving {}: {e}", path.display())))
+        let serve = crate::csi::serve_unix(&path, socket_group, router, shutdown);
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            r = &mut serve => r,
+            _ = async {
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls outlasted the grace period; exiting");
+                Ok(())
+            }
+        };
+        served.map_err(|e| LvmError::Refused(format!("serving {}: {e}", path.display())))
     })
 }
