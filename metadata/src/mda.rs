@@ -307,21 +307,47 @@ mod tests {
         ));
     }
 
+    /// The byte intervals a text of `len` bytes at `offset` occupies in a
+    /// circular area of `size` bytes whose text region starts after the
+    /// 512-byte header: to the end of the area, then the rest from 512.
+    /// Written from the format's description, not from `MdaHeader`'s own
+    /// helpers, so it can catch them.
+    fn oracle_intervals(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
+        let to_end = size - offset;
+        if len <= to_end {
+            vec![(offset, offset + len)]
+        } else {
+            vec![(offset, size), (512, 512 + (len - to_end))]
+        }
+    }
+
+    fn oracle_disjoint(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {
+        a.iter()
+            .all(|&(s1, e1)| b.iter().all(|&(s2, e2)| e1 <= s2 || e2 <= s1))
+    }
+
     proptest::proptest! {
         /// Any sequence of copies that LVM accepts never overlaps the
-        /// committed copy, stays inside the area, and starts aligned.
+        /// committed copy, stays inside the text region, and starts aligned.
         #[test]
         fn placement_invariants(size_kib in 32u64..256, lens in proptest::collection::vec(1u64..20000, 1..60)) {
             let size = size_kib * 1024;
             let mut h = MdaHeader::empty(4096, size, false);
+            let mut committed: Option<(u64, u64)> = None;
             for len in lens {
                 let len = len.min(h.max_text_len());
                 let p = h.place(len).unwrap();
                 proptest::prop_assert!(p.offset >= 512 && p.offset.is_multiple_of(512) && p.offset < size);
-                proptest::prop_assert!(p.offset + p.first <= size);
-                proptest::prop_assert!(p.wrapped == 0 || p.offset + p.first == size);
-                proptest::prop_assert!(!h.overlaps_committed(&p));
+                proptest::prop_assert_eq!(p.first + p.wrapped, len);
+                let new = oracle_intervals(p.offset, len, size);
+                proptest::prop_assert_eq!(&new, &oracle_intervals(p.offset, p.first + p.wrapped, size));
+                proptest::prop_assert!(new.iter().all(|&(s, e)| 512 <= s && s <= e && e <= size));
+                if let Some((off, l)) = committed {
+                    let old = oracle_intervals(off, l, size);
+                    proptest::prop_assert!(oracle_disjoint(&new, &old), "{:?} overlaps the committed {:?}", new, old);
+                }
                 h.slots[0] = RawLocn { offset: p.offset, size: len, checksum: 0, flags: 0 };
+                committed = Some((p.offset, len));
             }
         }
     }
