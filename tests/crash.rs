@@ -119,46 +119,114 @@ fn crash_every_write(disks: &[MemDisk], change: &Change, what: &str) -> usize {
     let mut cases = 0;
     for k in 0..=writes.len() {
         for tear in [Tear::Clean, Tear::Half] {
-            let mut copy: Vec<MemDisk> = disks
-                .iter()
-                .map(|d| MemDisk {
-                    data: d.data.clone(),
-                    path: d.path.clone(),
-                })
-                .collect();
+            let mut copy = copy_of(disks);
             {
                 let refs: Vec<&mut dyn Disk> =
                     copy.iter_mut().map(|d| d as &mut dyn Disk).collect();
                 let finished = run_cut(refs, &writes, k, tear);
                 assert_eq!(finished, k == writes.len(), "{what}: cut at {k}");
             }
-            let after = scan_mem(&copy);
-            let seen = after.vg("crash").map(|f| f.vg.clone());
-            assert!(
-                seen == old || seen == new,
-                "{what}: cut after {k} writes ({tear:?}) reads neither old nor new: {:?}",
-                seen.map(|v| v.seqno)
+            check_old_or_new(
+                copy,
+                &old,
+                &new,
+                &format!("{what}: cut after {k} writes ({tear:?})"),
             );
-            // The next commit (any change) leaves every copy current.
-            if let Some(found) = after.vg("crash") {
-                let mut vg = found.vg.clone();
-                vg.tags.push("next".into());
-                let w =
-                    session::plan_vg_commit(&after, &mut vg, found.vg.seqno, &trailer()).unwrap();
-                apply_all(&mut copy, &w);
-                let healed = scan_mem(&copy);
-                let f = healed.vg("crash").unwrap();
-                assert!(
-                    f.consistent(),
-                    "{what}: cut at {k} ({tear:?}) not healed by the next commit: {:?}",
-                    f.copies
-                );
-                assert_eq!(f.vg, vg);
-            }
+            cases += 1;
+        }
+    }
+    // A disk may complete the writes of one flush group in any order: land
+    // every earlier group whole and any subset of one group.
+    for (g, group) in flush_groups(&writes).iter().enumerate() {
+        let before: usize = flush_groups(&writes)[..g].iter().map(|x| x.len()).sum();
+        for mask in subsets(group.len()) {
+            let mut copy = copy_of(disks);
+            apply_raw(&mut copy, &writes[..before]);
+            let landed: Vec<Write> = group
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, w)| w.clone())
+                .collect();
+            apply_raw(&mut copy, &landed);
+            check_old_or_new(
+                copy,
+                &old,
+                &new,
+                &format!("{what}: group {g} landed as {mask:#b}"),
+            );
             cases += 1;
         }
     }
     cases
+}
+
+fn copy_of(disks: &[MemDisk]) -> Vec<MemDisk> {
+    disks
+        .iter()
+        .map(|d| MemDisk {
+            data: d.data.clone(),
+            path: d.path.clone(),
+        })
+        .collect()
+}
+
+/// Lands `writes` as they are, without flushes in between.
+fn apply_raw(disks: &mut [MemDisk], writes: &[Write]) {
+    for w in writes {
+        disks[w.dev].write_at(w.offset, &w.data).unwrap();
+    }
+}
+
+/// The flush groups `session::execute` issues: runs of writes that share a barrier.
+fn flush_groups(writes: &[Write]) -> Vec<&[Write]> {
+    writes
+        .chunk_by(|a, b| a.phase.barrier() == b.phase.barrier())
+        .collect()
+}
+
+/// Which subsets of a group of `n` writes to land: all of them up to 2^8,
+/// else 256 masks spread over the space (the empty and the full one included).
+fn subsets(n: usize) -> Vec<u64> {
+    if n <= 8 {
+        return (0..1u64 << n).collect();
+    }
+    let full = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = vec![0, full];
+    while out.len() < 256 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(x & full);
+    }
+    out
+}
+
+/// The VG reads as exactly `old` or `new`, and the next commit (any change)
+/// leaves every copy current.
+fn check_old_or_new(mut copy: Vec<MemDisk>, old: &Option<Vg>, new: &Option<Vg>, case: &str) {
+    let after = scan_mem(&copy);
+    let seen = after.vg("crash").map(|f| f.vg.clone());
+    assert!(
+        seen == *old || seen == *new,
+        "{case}: reads neither old nor new: {:?}",
+        seen.map(|v| v.seqno)
+    );
+    if let Some(found) = after.vg("crash") {
+        let mut vg = found.vg.clone();
+        vg.tags.push("next".into());
+        let w = session::plan_vg_commit(&after, &mut vg, found.vg.seqno, &trailer()).unwrap();
+        apply_all(&mut copy, &w);
+        let healed = scan_mem(&copy);
+        let f = healed.vg("crash").unwrap();
+        assert!(
+            f.consistent(),
+            "{case}: not healed by the next commit: {:?}",
+            f.copies
+        );
+        assert_eq!(f.vg, vg);
+    }
 }
 
 #[test]
@@ -317,4 +385,97 @@ fn loop_devices_lvm2_agrees_after_every_cut() {
             l.ferro_ok(&["vgck", "crash-lvm"]);
         }
     }
+}
+
+/// Lands `writes` cut after every write, and with every earlier flush group
+/// whole and any subset of one group, calling `check` on each state.
+fn every_cut(disks: &[MemDisk], writes: &[Write], check: &dyn Fn(&[MemDisk], &str)) -> usize {
+    let mut cases = 0;
+    for k in 0..=writes.len() {
+        let mut copy = copy_of(disks);
+        apply_raw(&mut copy, &writes[..k]);
+        check(&copy, &format!("cut after {k} writes"));
+        cases += 1;
+    }
+    let groups = flush_groups(writes);
+    for (g, group) in groups.iter().enumerate() {
+        let before: usize = groups[..g].iter().map(|x| x.len()).sum();
+        for mask in subsets(group.len()) {
+            let mut copy = copy_of(disks);
+            apply_raw(&mut copy, &writes[..before]);
+            for (i, w) in group.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    apply_raw(&mut copy, std::slice::from_ref(w));
+                }
+            }
+            check(&copy, &format!("group {g} landed as {mask:#b}"));
+            cases += 1;
+        }
+    }
+    cases
+}
+
+/// pvcreate writes the mda headers before the label, so a label is never
+/// found pointing at headers that do not decode; vgremove clears
+/// PV_EXT_USED before wiping the slots, so the VG reads whole until it is
+/// gone — under every cut and every reordering inside a flush group.
+#[test]
+fn pvcreate_and_vgremove_survive_every_cut() {
+    // pvcreate on a blank device.
+    let blank = mem_disks(1, 8);
+    let (label, mdas) = pv_vg::new_pv_label(8 << 20, small_layout(), uuid(150)).unwrap();
+    let writes = pv_vg::pvcreate_writes(0, &label, &mdas).unwrap();
+    let mut prefixes = writes.len() + 1;
+    let mut cases = every_cut(&blank, &writes, &|disks, case| {
+        let scan = scan_mem(disks);
+        let dev = &scan.devices[0];
+        assert!(dev.error.is_none(), "pvcreate {case}: {:?}", dev.error);
+        if dev.label.is_some() {
+            let read = scan
+                .reads
+                .iter()
+                .find(|r| r.dev == 0)
+                .expect("a labelled device is read");
+            assert!(
+                read.mdas.iter().all(|m| m.header.is_ok()),
+                "pvcreate {case}: the label points at a bad mda header"
+            );
+        }
+    });
+
+    // vgremove of a VG on two PVs with two mdas each.
+    let mut disks = mem_disks(2, 8);
+    pvcreate_mem(&mut disks, &[0, 1]);
+    let scan = scan_mem(&disks);
+    let pvs = [
+        pv_vg::new_pv_of(&scan, 0).unwrap(),
+        pv_vg::new_pv_of(&scan, 1).unwrap(),
+    ];
+    let mut vg = ops::new_vg("crash", uuid(1), 128, &pvs, vec![]).unwrap();
+    ops::create_lv(&mut vg, new_lv("a", 2), 10, 1, None, None).unwrap();
+    let w = session::plan_vg_commit(&scan, &mut vg, 0, &trailer()).unwrap();
+    apply_all(&mut disks, &w);
+    let scan = scan_mem(&disks);
+    let whole = scan.vg("crash").unwrap().vg.clone();
+    let (mdas, labels) = session::pv_state(&scan, &whole).unwrap();
+    let mut writes = ferrolvm_metadata::commit::plan_labels(&labels, false).unwrap();
+    writes.extend(ferrolvm_metadata::commit::plan_wipe(&mdas));
+    prefixes += writes.len() + 1;
+    cases += every_cut(&disks, &writes, &|disks, case| {
+        let seen = scan_mem(disks).vg("crash").map(|f| f.vg.clone());
+        assert!(
+            seen.is_none() || seen.as_ref() == Some(&whole),
+            "vgremove {case}: the VG reads neither whole nor gone"
+        );
+    });
+    let gone = {
+        let mut copy = copy_of(&disks);
+        apply_raw(&mut copy, &writes);
+        scan_mem(&copy).vg("crash").is_none()
+    };
+    assert!(gone, "all of vgremove's writes remove the VG");
+    assert!(
+        cases > prefixes,
+        "every prefix and some reorderings: only {cases} cases"
+    );
 }

@@ -115,10 +115,10 @@ fn flush_all<'a, 'b>(disks: Vec<&'a mut (dyn Disk + 'b)>) -> Result<()> {
 }
 
 /// Labels of PVs, with the index of the device they are on.
-type Labels = Vec<(usize, PvLabel)>;
+pub type Labels = Vec<(usize, PvLabel)>;
 
 /// The mda headers and labels of the VG's PVs, as read by `scan`.
-pub(crate) fn pv_state(scan: &Scan, vg: &Vg) -> Result<(Vec<PvMdas>, Labels)> {
+pub fn pv_state(scan: &Scan, vg: &Vg) -> Result<(Vec<PvMdas>, Labels)> {
     let by_uuid: BTreeMap<Uuid, usize> = scan
         .reads
         .iter()
