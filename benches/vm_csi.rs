@@ -214,12 +214,17 @@ fn delete_latency(ferro: &str, dir: &std::path::Path, n: usize) {
         "device-classes:\n  - {name: on, volume-group: wipe-on, default: true, spare-gb: 0}\n  - {name: off, volume-group: wipe-off, spare-gb: 0, wipe: none}\n",
     )
     .unwrap();
-    let engine = NodeEngine::new(ferrolvm::lvm::host::Host::load(Some(vec![z.0.clone(), k.0.clone()])), config);
+    let engine = NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(vec![z.0.clone(), k.0.clone()])),
+        config,
+    );
     const SIZE: u64 = 64 << 20;
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for i in 0..n {
         for (class, times) in [("on", &mut on), ("off", &mut off)] {
-            let v = engine.create(&format!("del-{class}-{i}"), Some(class), SIZE, 0).unwrap();
+            let v = engine
+                .create(&format!("del-{class}-{i}"), Some(class), SIZE, 0)
+                .unwrap();
             let t = Instant::now();
             assert!(engine.delete(&v.id).unwrap());
             times.push(t.elapsed());
