@@ -117,20 +117,7 @@ fn main() {
     let idle = rss_kib(node.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let path = sock.clone();
-    let ch = rt.block_on(async move {
-        tonic::transport::Endpoint::try_from("http://[::]:0")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let p = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(p).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap()
-    });
+    let ch = rt.block_on(ferrolvm::csi::unix_channel(path)).unwrap();
     // Sequential, interleaved with lvm2's lvcreate of the same size.
     let (mut seq, mut lvm_times) = (Vec::new(), Vec::new());
     for i in 0..n {

@@ -68,16 +68,7 @@ async fn channel(endpoint: &str) -> Result<Channel, String> {
             .or_else(|| endpoint.strip_prefix("unix:"))
             .unwrap_or(endpoint),
     );
-    tonic::transport::Endpoint::try_from("http://[::]:0")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+    crate::csi::unix_channel(path)
         .await
         .map_err(|e| format!("connecting to {endpoint}: {e}"))
 }

@@ -83,19 +83,7 @@ mod tests {
     use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 
     async fn client(path: std::path::PathBuf) -> IdentityClient<tonic::transport::Channel> {
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let p = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(p).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap();
-        IdentityClient::new(channel)
+        IdentityClient::new(crate::csi::unix_channel(path).await.unwrap())
     }
 
     /// Over a real Unix socket: name, version, capabilities, and Probe

@@ -26,6 +26,23 @@ pub const DEVICE_CLASS_PARAM: &str = "ferrolvm.io/device-class";
 /// StorageClass parameter naming the filesystem (the external-provisioner's).
 pub const FSTYPE_PARAM: &str = "csi.storage.k8s.io/fstype";
 
+/// A gRPC channel to a CSI server on the Unix socket at `path` (clients,
+/// tests and benchmarks; the URI is a placeholder tonic requires).
+pub async fn unix_channel(
+    path: std::path::PathBuf,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://[::]:0")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+}
+
 /// Serves `router` on the Unix socket at `path` (see [`bind_socket`]) until
 /// `shutdown` completes; in-flight calls finish first.
 pub async fn serve_unix(
