@@ -70,6 +70,11 @@ impl DeviceFilter {
         })
     }
 
+    /// Whether no pattern is configured (lvm.conf's default): every device passes.
+    pub fn is_empty(&self) -> bool {
+        self.global.is_empty() && self.filter.is_empty()
+    }
+
     /// Whether a device known by `names` (its path and every alias) passes.
     pub fn accepts(&self, names: &[String]) -> bool {
         passes(&self.global, names) && passes(&self.filter, names)
@@ -170,8 +175,10 @@ mod tests {
 
     #[test]
     fn unmatched_devices_pass_and_both_lists_apply() {
+        assert!(DeviceFilter::default().is_empty());
         assert!(DeviceFilter::default().accepts(&names(&["/dev/anything"])));
         let f = DeviceFilter::new(&names(&["r|loop7|"]), &names(&["a|loop|"])).unwrap();
+        assert!(!f.is_empty());
         assert!(f.accepts(&names(&["/dev/loop1"])));
         assert!(!f.accepts(&names(&["/dev/loop7"])), "global_filter rejects");
     }

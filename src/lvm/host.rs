@@ -136,7 +136,10 @@ impl Host {
         };
         self.listed_devices()
             .into_iter()
-            .filter(|d| !filter::is_lv(d) && filter.accepts(&filter::names_of(d)))
+            // Aliases cost a walk of /dev: only gather them when a pattern needs them.
+            .filter(|d| {
+                !filter::is_lv(d) && (filter.is_empty() || filter.accepts(&filter::names_of(d)))
+            })
             .collect()
     }
 
