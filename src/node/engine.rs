@@ -71,6 +71,17 @@ impl NodeEngine {
             .clone()
     }
 
+    /// A new LV as the engine makes them: a fresh uuid, now, this host.
+    fn new_lv(&self, name: String, tags: Vec<String>) -> ferrolvm_metadata::ops::NewLv {
+        ferrolvm_metadata::ops::NewLv {
+            name,
+            id: crate::lvm::session::random_uuid(),
+            tags,
+            creation_time: crate::lvm::session::now(),
+            creation_host: self.host.hostname.clone(),
+        }
+    }
+
     /// The create queue and commit lock of one VG.
     fn queue(&self, vg: &str) -> Arc<VgQueue> {
         self.queues

@@ -5,11 +5,11 @@
 
 use std::sync::{mpsc, Mutex};
 
-use ferrolvm_metadata::ops::{self, NewLv};
+use ferrolvm_metadata::ops;
 
 use super::NodeEngine;
 use crate::lvm::activate::Dm;
-use crate::lvm::session::{self, Session};
+use crate::lvm::session::Session;
 use crate::lvm::volumes;
 use crate::lvm::LvmError;
 use crate::node::config::{ClassType, DeviceClass};
@@ -148,13 +148,10 @@ impl NodeEngine {
                 .ok()
                 .flatten()
                 .or((stripes > 1).then_some(128));
-            let new = NewLv {
-                name: lv_name.clone(),
-                id: session::random_uuid(),
-                tags: vec![format!("{NAME_TAG}{}", hex(&job.name))],
-                creation_time: session::now(),
-                creation_host: self.host.hostname.clone(),
-            };
+            let new = self.new_lv(
+                lv_name.clone(),
+                vec![format!("{NAME_TAG}{}", hex(&job.name))],
+            );
             match u32::try_from(extents)
                 .map_err(|_| ferrolvm_metadata::Error::Request("too large".into()))
                 .and_then(|n| ops::create_lv(&mut vg, new, n, stripes, stripe_size, None))
@@ -292,16 +289,7 @@ impl NodeEngine {
                 let extents = u32::try_from(job.required.max(1).div_ceil(es))
                     .map_err(|_| LvmError::Refused("too large".into()))?;
                 let tags = vec![format!("{NAME_TAG}{}", hex(&job.name))];
-                items.push((
-                    NewLv {
-                        name: lv_name,
-                        id: session::random_uuid(),
-                        tags,
-                        creation_time: session::now(),
-                        creation_host: self.host.hostname.clone(),
-                    },
-                    extents,
-                ));
+                items.push((self.new_lv(lv_name, tags), extents));
             }
             Ok(items)
         });

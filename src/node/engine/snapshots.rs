@@ -2,10 +2,7 @@
 //! tagged with its CSI snapshot name; a volume from a snapshot or another
 //! volume is a thin snapshot of it, grown to the requested size.
 
-use ferrolvm_metadata::ops::NewLv;
-
 use super::NodeEngine;
-use crate::lvm::session;
 use crate::lvm::volumes;
 use crate::node::config::{ClassType, DeviceClass};
 use crate::node::volume::{
@@ -132,16 +129,7 @@ impl NodeEngine {
                     format!("{SNAPSHOT_TAG}{}", hex(name)),
                     format!("ferrolvm.io/source={source}"),
                 ];
-                Ok((
-                    NewLv {
-                        name: lv_name,
-                        id: session::random_uuid(),
-                        tags,
-                        creation_time: session::now(),
-                        creation_host: self.host.hostname.clone(),
-                    },
-                    0,
-                ))
+                Ok((self.new_lv(lv_name, tags), 0))
             },
         )?;
         self.snapshots()?
@@ -229,13 +217,7 @@ impl NodeEngine {
             |vg| {
                 lv_name = unique_name(vg, name);
                 Ok((
-                    NewLv {
-                        name: lv_name.clone(),
-                        id: session::random_uuid(),
-                        tags: vec![format!("{NAME_TAG}{}", hex(name))],
-                        creation_time: session::now(),
-                        creation_host: self.host.hostname.clone(),
-                    },
+                    self.new_lv(lv_name.clone(), vec![format!("{NAME_TAG}{}", hex(name))]),
                     0,
                 ))
             },
