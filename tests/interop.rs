@@ -555,3 +555,107 @@ fn without_device_mapper_metadata_only_changes_need_asking() {
     );
     assert!(!sock.exists(), "no socket was served");
 }
+
+/// lvm2 builds a VG on 4Kn devices (4096-byte logical sectors, where direct
+/// I/O of a lone 512-byte label or header is refused by the kernel), churns
+/// it until a circular buffer wraps, and ferrolvm reads the same VG and
+/// then writes it, lvm2 agreeing.
+#[test]
+fn four_k_native_lvm2_writes_ferrolvm_reads() {
+    let l = Loops::with_sector_size(2, 64, 4096);
+    for d in &l.devs {
+        assert_eq!(logical_sector_size(d), 4096, "{} is not 4Kn", d.display());
+    }
+    l.lvm_ok(&[
+        "pvcreate",
+        "--pvmetadatacopies",
+        "2",
+        "--dataalignment",
+        "64k",
+        "--metadatasize",
+        "32k",
+        l.dev(0),
+        l.dev(1),
+    ]);
+    l.lvm_ok(&["vgcreate", "-s", "1m", "k4", l.dev(0), l.dev(1)]);
+    l.lvm_ok(&[
+        "lvcreate", "-an", "-Zn", "-n", "st", "-i", "2", "-I", "64k", "-L", "8m", "k4",
+    ]);
+    l.assert_same_reports();
+    let mut wrapped = false;
+    for i in 0..60 {
+        let name = format!("churn{i}");
+        l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", &name, "-L", "1m", "k4"]);
+        if i % 2 == 1 {
+            l.lvm_ok(&["lvremove", "-y", &format!("k4/churn{}", i - 1)]);
+        }
+        wrapped |= l
+            .devs
+            .iter()
+            .flat_map(|d| mda_headers(d))
+            .any(|h| h.slots[0].offset + h.slots[0].size > h.size);
+        if wrapped && i > 10 {
+            break;
+        }
+    }
+    assert!(wrapped, "the circular buffer never wrapped");
+    l.assert_same_reports();
+    // ferrolvm writes into the wrapped buffers of 4Kn devices: every label and
+    // header write is a read-modify-write of a whole 4096-byte sector.
+    l.ferro_ok(&["lvcreate", "-an", "-n", "ferro", "-L", "4m", "k4"]);
+    l.ferro_ok(&["lvextend", "-L", "+4m", "k4/st"]);
+    l.ferro_ok(&["lvremove", "k4/ferro"]);
+    l.assert_vgck_clean("k4");
+    l.assert_same_reports();
+    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "after", "-L", "2m", "k4"]);
+    l.assert_same_reports();
+}
+
+/// ferrolvm makes PVs and a VG on 4Kn devices and changes it; lvm2 validates
+/// every step and reports the same; lvm2 then changes it and ferrolvm follows.
+#[test]
+fn four_k_native_ferrolvm_writes_lvm2_reads() {
+    let l = Loops::with_sector_size(3, 64, 4096);
+    l.ferro_ok(&["pvcreate", "--pvmetadatacopies", "2", l.dev(0), l.dev(1)]);
+    l.ferro_ok(&["vgcreate", "k4f", l.dev(0), l.dev(1)]);
+    l.assert_vgck_clean("k4f");
+    l.assert_same_reports();
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "lvcreate", "-an", "-n", "a", "-L", "8m", "--addtag", "x=y", "k4f",
+        ],
+        vec![
+            "lvcreate", "-an", "-n", "st", "-i", "2", "-I", "64k", "-L", "16m", "k4f",
+        ],
+        vec!["lvextend", "-L", "+12m", "k4f/a"],
+        vec!["lvrename", "k4f", "a", "b"],
+        vec!["vgextend", "k4f", l.dev(2)],
+        vec!["lvremove", "k4f/st"],
+    ];
+    for s in &steps {
+        l.ferro_ok(s);
+        l.assert_vgck_clean("k4f");
+        l.assert_same_reports();
+    }
+    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "by-lvm", "-L", "4m", "k4f"]);
+    l.assert_same_reports();
+    l.ferro_ok(&["vgremove", "-f", "k4f"]);
+    assert!(
+        !l.lvm(&["vgs", "k4f"]).status.success(),
+        "lvm2 still sees the removed VG"
+    );
+    // lvm2 takes the orphaned 4Kn PVs back.
+    l.lvm_ok(&["vgcreate", "again", l.dev(0)]);
+    l.assert_same_reports();
+}
+
+/// The kernel's logical sector size of a block device (`blockdev --getss`).
+fn logical_sector_size(dev: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("blockdev")
+        .arg("--getss")
+        .arg(dev)
+        .output()
+        .expect("blockdev");
+    assert!(out.status.success(), "blockdev --getss {}", dev.display());
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

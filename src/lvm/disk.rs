@@ -48,13 +48,26 @@ pub trait Disk: Send {
 }
 
 /// A block device (or an image file) opened for direct I/O.
+///
+/// The on-disk format counts in 512-byte sectors whatever the device, but
+/// direct I/O must be aligned to the device's *logical* sector, which is 4096
+/// bytes on a 4Kn disk. So reads widen to whole logical sectors, and a write
+/// smaller than one (a 512-byte label or mda header) reads the sector, patches
+/// it and writes it back whole, as lvm2's bcache does with its 4 KiB blocks.
+/// A logical sector is the device's unit of atomic writes, so a patched
+/// sector lands whole or not at all, like the 512-byte one it stands for.
 pub struct BlockDisk {
     file: File,
     path: PathBuf,
     size: u64,
+    sector: u64,
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
+
+/// The smallest I/O unit the on-disk format uses.
+const FORMAT_SECTOR: u64 = 512;
 
 impl BlockDisk {
     pub fn open(path: &Path, write: bool) -> io::Result<Self> {
@@ -66,39 +79,77 @@ impl BlockDisk {
             }
             o.open(path)
         };
-        // tmpfs and some filesystems refuse O_DIRECT; image files there fall back.
         let file = match open(true) {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false)?,
+            // An image file on tmpfs refuses O_DIRECT; a block device never
+            // may, or what we read could be a page-cache copy lvm2 never wrote.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !is_block_device(path) => {
+                open(false)?
+            }
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
-        let size = if meta.file_type().is_block_device() {
+        let (size, sector) = if meta.file_type().is_block_device() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
             let mut s = 0u64;
             // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which
             // points at a live local; the fd is open for the call's duration.
-            unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(&file), &mut s) }
-                .map_err(io::Error::from)?;
-            s
+            unsafe { blkgetsize64(fd, &mut s) }.map_err(io::Error::from)?;
+            let mut ss: libc::c_int = 0;
+            // SAFETY: BLKSSZGET writes one int through the pointer, which
+            // points at a live local; the fd is open for the call's duration.
+            unsafe { blksszget(fd, &mut ss) }.map_err(io::Error::from)?;
+            (s, logical_sector(ss, path)?)
         } else {
-            meta.len()
+            (meta.len(), FORMAT_SECTOR)
         };
         Ok(BlockDisk {
             file,
             path: path.to_path_buf(),
             size,
+            sector,
         })
+    }
+
+    /// The device's logical sector size in bytes (512 or 4096 in practice).
+    pub fn sector_size(&self) -> u64 {
+        self.sector
+    }
+
+    /// Reads whole logical sectors covering `[start, end)`, both aligned.
+    fn read_sectors(&self, start: u64, end: u64) -> io::Result<AlignedBuf> {
+        let mut buf = AlignedBuf::new((end - start) as usize);
+        self.file.read_exact_at(buf.as_mut_slice(), start)?;
+        Ok(buf)
+    }
+}
+
+fn is_block_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// Checks what BLKSSZGET said: a power of two from 512 to 64 KiB, or the
+/// device is not one we know how to address.
+fn logical_sector(ss: libc::c_int, path: &Path) -> io::Result<u64> {
+    match u64::try_from(ss) {
+        Ok(s) if s.is_power_of_two() && (FORMAT_SECTOR..=65536).contains(&s) => Ok(s),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: logical sector size {ss} is not supported",
+                path.display()
+            ),
+        )),
     }
 }
 
 impl Disk for BlockDisk {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        // Widen to 512-byte boundaries, read, and cut out the range.
-        let start = offset / 512 * 512;
-        let end = (offset + len as u64).div_ceil(512) * 512;
+        // Widen to logical-sector boundaries, read, and cut out the range.
+        let start = offset / self.sector * self.sector;
+        let end = (offset + len as u64).div_ceil(self.sector) * self.sector;
         let end = end.min(self.size.max(start));
-        let mut buf = AlignedBuf::new((end - start) as usize);
-        self.file.read_exact_at(buf.as_mut_slice(), start)?;
+        let buf = self.read_sectors(start, end)?;
         let skip = (offset - start) as usize;
         let avail = buf.len.saturating_sub(skip).min(len);
         if avail < len {
@@ -114,15 +165,32 @@ impl Disk for BlockDisk {
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if !offset.is_multiple_of(512) || !data.len().is_multiple_of(512) {
+        let len = data.len() as u64;
+        if !offset.is_multiple_of(FORMAT_SECTOR) || !len.is_multiple_of(FORMAT_SECTOR) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "unaligned metadata write",
             ));
         }
-        let mut buf = AlignedBuf::new(data.len());
-        buf.as_mut_slice().copy_from_slice(data);
-        self.file.write_all_at(buf.as_slice(), offset)
+        let start = offset / self.sector * self.sector;
+        let end = (offset + len).div_ceil(self.sector) * self.sector;
+        if end > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "write of {len} bytes at {offset} runs past the end of {}",
+                    self.path.display()
+                ),
+            ));
+        }
+        let mut buf = if start == offset && end == offset + len {
+            AlignedBuf::new(data.len())
+        } else {
+            self.read_sectors(start, end)?
+        };
+        let at = (offset - start) as usize;
+        buf.as_mut_slice()[at..at + data.len()].copy_from_slice(data);
+        self.file.write_all_at(buf.as_slice(), start)
     }
 
     fn flush(&mut self) -> io::Result<()> {

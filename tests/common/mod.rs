@@ -40,6 +40,11 @@ pub struct Loops {
 
 impl Loops {
     pub fn new(n: usize, mib: u64) -> Loops {
+        Loops::with_sector_size(n, mib, 512)
+    }
+
+    /// Loop devices with the given logical sector size (4096: a 4Kn disk).
+    pub fn with_sector_size(n: usize, mib: u64, sector: u32) -> Loops {
         require_root_tools();
         let dir = tempfile::tempdir().unwrap();
         let mut devs = Vec::new();
@@ -50,7 +55,7 @@ impl Loops {
                 .set_len(mib << 20)
                 .unwrap();
             let out = Command::new("losetup")
-                .args(["-f", "--show"])
+                .args(["-f", "--show", "--sector-size", &sector.to_string()])
                 .arg(&f)
                 .output()
                 .expect("losetup");
