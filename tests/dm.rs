@@ -380,6 +380,35 @@ fn read_dev(path: &str, len: usize) -> Vec<u8> {
     buf
 }
 
+/// A VG `vg` on the first loop device with a thin pool `pool` of `size`.
+fn vg_with_pool(l: &Loops, vg: &str, size: &str) {
+    l.ferro_ok(&["vgcreate", "-s", "4m", vg, l.dev(0)]);
+    l.ferro_ok(&[
+        "lvcreate",
+        "--type",
+        "thin-pool",
+        "-L",
+        size,
+        "-n",
+        "pool",
+        vg,
+    ]);
+}
+
+/// A VG `vg` on the first loop device and a node engine over it with one
+/// class, `thick` (the default, no spare), as `ferrolvm node` would start.
+fn thick_engine(l: &Loops, vg: &str) -> ferrolvm::node::NodeEngine {
+    l.ferro_ok(&["vgcreate", "-s", "4m", vg, l.dev(0)]);
+    let config = ferrolvm::node::config::NodeConfig::parse(&format!(
+        "device-classes:\n  - {{name: thick, volume-group: {vg}, default: true, spare-gb: 0}}"
+    ))
+    .unwrap();
+    ferrolvm::node::NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        config,
+    )
+}
+
 /// ferrolvm's thin pool, thin LV and snapshot: the same devices as lvm2's,
 /// lvm2 activates them, thin_check is clean, the snapshot keeps its data.
 #[test]
@@ -533,17 +562,7 @@ fn filesystems_on_thin_lvs_grow_online() {
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
 fn thin_steps_survive_a_kill_at_each_point() {
     let l = Loops::with_dm(1, 512);
-    l.ferro_ok(&["vgcreate", "-s", "4m", "kvg", l.dev(0)]);
-    l.ferro_ok(&[
-        "lvcreate",
-        "--type",
-        "thin-pool",
-        "-L",
-        "128m",
-        "-n",
-        "pool",
-        "kvg",
-    ]);
+    vg_with_pool(&l, "kvg", "128m");
     l.ferro_ok(&["lvcreate", "-T", "kvg/pool", "-V", "16m", "-n", "base"]);
     let kill_at = |point: &str, args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ferrolvm"));
@@ -916,17 +935,7 @@ fn csi_engine_groups_thin_creates() {
     use ferrolvm::node::NodeEngine;
     use std::sync::Arc;
     let l = Loops::with_dm(1, 1024);
-    l.ferro_ok(&["vgcreate", "-s", "4m", "gvg", l.dev(0)]);
-    l.ferro_ok(&[
-        "lvcreate",
-        "--type",
-        "thin-pool",
-        "-L",
-        "512m",
-        "-n",
-        "pool",
-        "gvg",
-    ]);
+    vg_with_pool(&l, "gvg", "512m");
     let config = NodeConfig::parse("device-classes:\n  - {name: thin, volume-group: gvg, type: thin, default: true, thin-pool: {name: pool, overprovision-ratio: 10.0}}").unwrap();
     let engine = Arc::new(NodeEngine::new(
         ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
@@ -1120,17 +1129,7 @@ fn publish_targets_and_mounts_are_checked() {
     use ferrolvm::node::{NodeEngine, Source, VolumeError};
     use std::sync::Arc;
     let l = Loops::with_dm(1, 1024);
-    l.ferro_ok(&["vgcreate", "-s", "4m", "pubvg", l.dev(0)]);
-    l.ferro_ok(&[
-        "lvcreate",
-        "--type",
-        "thin-pool",
-        "-L",
-        "512m",
-        "-n",
-        "pool",
-        "pubvg",
-    ]);
+    vg_with_pool(&l, "pubvg", "512m");
     let config = NodeConfig::parse(
         "device-classes:\n  - {name: thick, volume-group: pubvg, default: true, spare-gb: 0}\n  - {name: thin, volume-group: pubvg, type: thin, thin-pool: {name: pool, overprovision-ratio: 4.0}}",
     )
@@ -1314,17 +1313,7 @@ fn publish_targets_and_mounts_are_checked() {
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
 fn vgremove_force_takes_down_thin_pools_and_their_layers() {
     let l = Loops::with_dm(1, 512);
-    l.ferro_ok(&["vgcreate", "-s", "4m", "rmvg", l.dev(0)]);
-    l.ferro_ok(&[
-        "lvcreate",
-        "--type",
-        "thin-pool",
-        "-L",
-        "64m",
-        "-n",
-        "pool",
-        "rmvg",
-    ]);
+    vg_with_pool(&l, "rmvg", "64m");
     l.ferro_ok(&["lvcreate", "-T", "rmvg/pool", "-V", "128m", "-n", "thin"]);
     l.ferro_ok(&["lvcreate", "-n", "lin", "-L", "8m", "rmvg"]);
     let devices = || -> Vec<String> {
@@ -1452,17 +1441,7 @@ fn engine_edges_limits_room_and_names() {
     use ferrolvm::node::{NodeEngine, Source, VolumeError};
     use std::sync::Arc;
     let l = Loops::with_dm(1, 512);
-    l.ferro_ok(&["vgcreate", "-s", "4m", "edgevg", l.dev(0)]);
-    l.ferro_ok(&[
-        "lvcreate",
-        "--type",
-        "thin-pool",
-        "-L",
-        "128m",
-        "-n",
-        "pool",
-        "edgevg",
-    ]);
+    vg_with_pool(&l, "edgevg", "128m");
     let config = NodeConfig::parse(
         "device-classes:\n  - {name: thick, volume-group: edgevg, default: true, spare-gb: 0}\n  - {name: thin, volume-group: edgevg, type: thin, thin-pool: {name: pool, overprovision-ratio: 2.0}}",
     )
@@ -1560,4 +1539,318 @@ fn engine_edges_limits_room_and_names() {
         1
     );
     l.assert_vgck_clean("edgevg");
+}
+
+/// A thin `delete` the kernel refuses (here EBUSY: another device maps the
+/// same thin id) is an error, not "done": the message stays queued, and no
+/// later create may take that device id while its blocks are still there —
+/// else the next tenant would be handed the old tenant's data. Once the
+/// obstacle is gone, the next use of the pool finishes the delete.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn a_refused_thin_delete_keeps_its_device_id_out_of_use() {
+    let l = Loops::with_dm(1, 512);
+    vg_with_pool(&l, "tdvg", "64m");
+    // "keep" stays active, so the pool does too.
+    l.ferro_ok(&["lvcreate", "-T", "tdvg/pool", "-V", "16m", "-n", "keep"]);
+    l.ferro_ok(&["lvcreate", "-T", "tdvg/pool", "-V", "16m", "-n", "old"]);
+    let secret = pattern(7);
+    write_dev("/dev/tdvg/old", &secret);
+    let thin_id = l
+        .lvm_ok(&["lvs", "--noheadings", "-o", "thin_id", "tdvg/old"])
+        .trim()
+        .to_string();
+    l.ferro_ok(&["lvchange", "-an", "tdvg/old"]);
+    // Another mapping of the same thin device keeps it open in the pool.
+    let tpool = sh(
+        "dmsetup",
+        &[
+            "info",
+            "-c",
+            "--noheadings",
+            "-o",
+            "major,minor",
+            "tdvg-pool-tpool",
+        ],
+    );
+    let table = format!("0 32768 thin {} {thin_id}", tpool.trim());
+    sh("dmsetup", &["create", "holder", "--table", &table]);
+    let out = l.ferro(&["lvremove", "tdvg/old"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the refused delete was taken as done"
+    );
+    assert!(
+        err.contains("delete") && err.to_lowercase().contains("busy"),
+        "the error names the refused message: {err}"
+    );
+    // Until the delete is applied, no new thin volume can be made in the pool.
+    let out = l.ferro(&["lvcreate", "-T", "tdvg/pool", "-V", "16m", "-n", "new"]);
+    assert!(
+        !out.status.success(),
+        "a create went ahead with a delete still pending"
+    );
+    sh("dmsetup", &["remove", "holder"]);
+    l.ferro_ok(&["lvcreate", "-T", "tdvg/pool", "-V", "16m", "-n", "new"]);
+    let names = l.lv_names(false);
+    assert!(
+        !names.contains(&"old".to_string()),
+        "old is gone: {names:?}"
+    );
+    assert_ne!(
+        read_dev("/dev/tdvg/new", secret.len()),
+        secret,
+        "the new volume shows the old one's data"
+    );
+    assert!(read_dev("/dev/tdvg/new", 1 << 20).iter().all(|&b| b == 0));
+    l.ferro_ok(&["vgchange", "-an", "tdvg"]);
+    thin_check(&l, "tdvg", "pool");
+}
+
+/// A panic inside a create batch — with the VG's lvm2 lock held and every
+/// queued job taken — answers the caller with an error, releases the lock,
+/// and leaves the VG's queue working: the next create succeeds at once,
+/// and lvm2 can take the lock.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn a_panic_in_a_create_batch_wedges_nothing() {
+    use std::sync::Arc;
+    let l = Loops::with_dm(1, 256);
+    let engine = Arc::new(thick_engine(&l, "pnvg"));
+    std::env::set_var("FERROLVM_FAILPOINT", "create-batch:panic");
+    let e = engine.clone();
+    let crashed = std::thread::spawn(move || e.create("doomed", None, 8 << 20, 0)).join();
+    std::env::remove_var("FERROLVM_FAILPOINT");
+    assert!(
+        crashed.is_err() || crashed.as_ref().is_ok_and(|r| r.is_err()),
+        "the failpoint did not fire: {crashed:?}"
+    );
+    // lvm2 gets the VG lock (it would hang on a leaked one).
+    l.lvm_ok(&["lvcreate", "-an", "-Zn", "-n", "by-lvm", "-L", "4m", "pnvg"]);
+    let v = engine
+        .create("after", None, 8 << 20, 0)
+        .expect("the queue works after a panic");
+    assert!(engine.list().unwrap().iter().any(|x| x.id == v.id));
+    assert!(
+        !l.lv_names(false).iter().any(|n| n.contains("doomed")),
+        "nothing was made by the panicked batch"
+    );
+}
+
+/// A device-mapper driver that is there but fails (here the control node
+/// answers no dm ioctl) is an error for every change that could need a live
+/// table, never a silent metadata-only change; `ferrolvm node` refuses to
+/// start. Only lvm2's `--driverloaded n` asks for metadata-only.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn a_failing_device_mapper_is_an_error_not_metadata_only() {
+    let l = Loops::with_dm(1, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "fdvg", l.dev(0)]);
+    l.ferro_ok(&["lvcreate", "-n", "live", "-L", "8m", "fdvg"]);
+    let before = l.lv_names(false);
+    // /dev/null over the control node: it opens, but every ioctl fails.
+    sh("mount", &["--bind", "/dev/null", "/dev/mapper/control"]);
+    let results: Vec<(Vec<&str>, std::process::Output)> = [
+        vec!["lvremove", "fdvg/live"],
+        vec!["lvextend", "-L", "+4m", "fdvg/live"],
+        vec!["lvcreate", "-n", "new", "-L", "4m", "fdvg"],
+    ]
+    .into_iter()
+    .map(|args| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+            .arg(args[0])
+            .args(["--devices", &l.list()])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        (args, out)
+    })
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lvmd.yaml");
+    std::fs::write(
+        &cfg,
+        "device-classes:\n  - {name: thick, volume-group: fdvg, default: true}\n",
+    )
+    .unwrap();
+    // A node that starts would serve forever: give it 20 s, then kill it.
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        .args(["node", "--config"])
+        .arg(&cfg)
+        .args(["--node-name", "n1", "--csi-endpoint"])
+        .arg(format!("unix://{}/csi.sock", dir.path().display()))
+        .args(["--devices", &l.list()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while node.try_wait().unwrap().is_none() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = node.kill();
+    let node = node.wait_with_output().unwrap();
+    sh("umount", &["/dev/mapper/control"]);
+    for (args, out) in &results {
+        assert!(
+            !out.status.success(),
+            "{args:?} went ahead without device-mapper"
+        );
+    }
+    assert!(!node.status.success(), "ferrolvm node started without dm");
+    assert!(
+        String::from_utf8_lossy(&node.stderr).contains("device-mapper"),
+        "{}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    assert_eq!(l.lv_names(false), before, "the VG changed");
+    assert!(dm_exists("fdvg-live"), "the live table is still there");
+    l.assert_vgck_clean("fdvg");
+}
+
+/// SIGTERM: in-flight calls get `--shutdown-grace`, not forever. A create
+/// waits on an lvm2 lock that this test holds (the node would wait 30 s);
+/// the node exits within its 2 s grace, and once the lock is free the VG
+/// holds either the whole volume or none of it.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn sigterm_ends_the_node_within_its_grace_period() {
+    use std::time::{Duration, Instant};
+    let l = Loops::with_dm(1, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "sgvg", l.dev(0)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lvmd.yaml");
+    std::fs::write(
+        &cfg,
+        "device-classes:\n  - {name: thick, volume-group: sgvg, default: true, spare-gb: 0}\n",
+    )
+    .unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        .args(["node", "--standalone", "--shutdown-grace", "2", "--config"])
+        .arg(&cfg)
+        .args(["--node-name", "n1", "--csi-endpoint", &endpoint])
+        .args(["--devices", &l.list()])
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("csi.sock");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no socket");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let host = ferrolvm::lvm::host::Host::load(Some(l.devs.clone()));
+    let lock = ferrolvm::lvm::lock::LvmLock::vg(
+        &host.lock_dir,
+        "sgvg",
+        ferrolvm::lvm::lock::Mode::Exclusive,
+        None,
+    )
+    .unwrap();
+    let mut client = Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        .args(["csi", "--csi-endpoint", &endpoint, "create-volume", "held"])
+        .args(["--bytes", "8388608"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) on the child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(node.id() as i32, libc::SIGTERM) }, 0);
+    let term = Instant::now();
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if term.elapsed() > Duration::from_secs(15) {
+            let _ = node.kill();
+            panic!("the node outlived its 2 s grace period by far (the lock wait is 30 s)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = term.elapsed();
+    drop(lock);
+    let _ = client.wait();
+    assert!(status.code().is_some(), "the node was killed: {status:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "exited before its grace: {took:?}"
+    );
+    let names = l.lv_names(false);
+    assert!(
+        names.iter().all(|n| !n.contains("held")),
+        "a half-made volume: {names:?}"
+    );
+    l.assert_vgck_clean("sgvg");
+}
+
+/// LUKS and a partition table are foreign signatures like swap: publishing
+/// such a volume as a filesystem is refused and its bytes stay untouched.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn luks_and_partition_tables_are_never_formatted() {
+    use ferrolvm::node::mounts::{self, Publish};
+    use ferrolvm::node::{target, VolumeError};
+    let l = Loops::with_dm(1, 256);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kubelet");
+    std::fs::create_dir_all(root.join("pods")).unwrap();
+    let engine = thick_engine(&l, "sigvg").with_publish_roots(vec![root.clone()]);
+    // A LUKS1 header: magic, version 1, cipher, mode, hash, uuid.
+    let mut luks = vec![0u8; 4096];
+    luks[..6].copy_from_slice(b"LUKS\xba\xbe");
+    luks[6..8].copy_from_slice(&1u16.to_be_bytes());
+    luks[8..11].copy_from_slice(b"aes");
+    luks[40..51].copy_from_slice(b"xts-plain64");
+    luks[72..78].copy_from_slice(b"sha256");
+    luks[168..204].copy_from_slice(b"5a7e0f3c-1d2b-4c8a-9e6f-0b1c2d3e4f5a");
+    // A DOS partition table: one Linux partition from sector 2048.
+    let mut mbr = vec![0u8; 4096];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&8192u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    for (name, bytes, expect) in [
+        ("luks", &luks, "crypto_LUKS"),
+        ("dos", &mbr, "partition table"),
+    ] {
+        let v = engine
+            .create(&format!("sig-{name}"), None, 8 << 20, 0)
+            .unwrap();
+        let dev = format!(
+            "/dev/mapper/{}",
+            ferrolvm::lvm::activate::dm_name(&v.vg, &v.lv, None)
+        );
+        write_dev(&dev, bytes);
+        match mounts::probe(Path::new(&dev)).unwrap() {
+            mounts::Signature::Other(s) => assert!(s.contains(expect), "{name}: {s}"),
+            s => panic!("{name}: blkid saw {s:?}"),
+        }
+        for fs in ["ext4", "xfs"] {
+            let t = target::check(
+                &format!("{}/pods/{name}/volumes/{fs}", root.display()),
+                &engine.publish_roots,
+            )
+            .unwrap();
+            let r = mounts::publish(
+                &engine,
+                &v.id,
+                &t,
+                &Publish {
+                    block: false,
+                    fs_type: fs.into(),
+                    mount_flags: vec![],
+                    readonly: false,
+                },
+            );
+            assert!(
+                matches!(r, Err(VolumeError::Invalid(_))),
+                "{name} as {fs}: {r:?}"
+            );
+        }
+        assert_eq!(
+            &read_dev(&dev, bytes.len()),
+            bytes,
+            "{name} was written over"
+        );
+    }
 }

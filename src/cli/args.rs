@@ -268,4 +268,8 @@ pub struct NodeArgs {
     /// Where kubelet keeps pods: publish targets must lie under it.
     #[arg(long = "kubelet-dir", default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
+    /// Seconds that in-flight calls may run after SIGTERM before the node
+    /// exits anyway; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long = "shutdown-grace", default_value_t = 20)]
+    pub shutdown_grace: u64,
 }

@@ -209,15 +209,20 @@ impl Dm {
     /// there is no driver; any other failure is a device-mapper that does
     /// not work.
     pub fn open() -> Result<Dm> {
-        DM::new().map(|dm| Dm { dm }).map_err(|e| {
-            if !driver_in_kernel() {
-                ActivateError::NoDriver("the kernel has no device-mapper driver".into())
-            } else if !Path::new(CONTROL).exists() {
-                ActivateError::NoDriver(format!("no {CONTROL}"))
-            } else {
-                ActivateError::Unusable(e.to_string())
-            }
-        })
+        // Opening the control node proves nothing (any character device
+        // opens): ask the driver its version, so a node that is not dm's
+        // control, or a driver that fails, is found here and not mid-change.
+        DM::new()
+            .and_then(|dm| dm.version().map(|_| Dm { dm }))
+            .map_err(|e| {
+                if !driver_in_kernel() {
+                    ActivateError::NoDriver("the kernel has no device-mapper driver".into())
+                } else if !Path::new(CONTROL).exists() {
+                    ActivateError::NoDriver(format!("no {CONTROL}"))
+                } else {
+                    ActivateError::Unusable(e.to_string())
+                }
+            })
     }
 
     /// Device-mapper for `host`'s commands: None only when the caller asked

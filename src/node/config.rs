@@ -219,6 +219,15 @@ impl DeviceClass {
         }
     }
 
+    /// Stripes and stripe size (sectors) of this class's volumes: lvm2's
+    /// default of 64 KiB when striped without a size.
+    pub fn stripe_geometry(&self) -> (u32, Option<u32>) {
+        let stripes = self.stripe.unwrap_or(1).max(1);
+        // Validated when the config was loaded.
+        let size = self.stripe_sectors().ok().flatten();
+        (stripes, size.or((stripes > 1).then_some(128)))
+    }
+
     /// `stripe-size` in 512-byte sectors, parsed as lvm2 parses `-I` (lvm's
     /// size syntax, default unit KiB): a power of two from 4 KiB to 4 GiB.
     /// None when the class does not set it.
@@ -264,6 +273,48 @@ impl DeviceClass {
             }
             _ => (FreeMap::of(vg).total() * es).saturating_sub(self.spare_gb.unwrap_or(10) * GIB),
         }
+    }
+
+    /// The largest single volume this class can make on `vg` now. Thin: the
+    /// room under the overprovision limit (capacity). Thick: the largest
+    /// extent count, within the capacity, that the allocator itself places
+    /// with the class's stripes — a striped volume needs room on that many
+    /// PVs at once, so this can be far below the free total.
+    pub fn max_volume(&self, vg: &Vg) -> u64 {
+        let room = self.capacity(vg);
+        if self.class_type == ClassType::Thin {
+            return room;
+        }
+        let es = vg.extent_size as u64 * 512;
+        let (stripes, stripe_size) = self.stripe_geometry();
+        let fits = |extents: u32| {
+            extents > 0
+                && ferrolvm_metadata::alloc::allocate(
+                    vg,
+                    &ferrolvm_metadata::alloc::Request {
+                        extents,
+                        stripes,
+                        stripe_size,
+                        pvs: None,
+                    },
+                    0,
+                    None,
+                )
+                .is_ok()
+        };
+        // Whole stripe rows, at most what capacity allows; then the largest
+        // row count that fits, by bisection (placement is monotone in size).
+        let rows = u32::try_from(room / es / stripes as u64).unwrap_or(u32::MAX / stripes);
+        let (mut lo, mut hi) = (0u32, rows);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid * stripes) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo as u64 * stripes as u64 * es
     }
 }
 
@@ -354,5 +405,50 @@ device-classes:
             0,
             "the default 10 GiB spare exceeds the VG"
         );
+    }
+
+    /// The largest volume is one the allocator really places, and one stripe
+    /// row more is not; linear volumes can take all the room there is.
+    #[test]
+    fn max_volume_is_what_the_allocator_places() {
+        let text = include_bytes!("../../metadata/tests/fixtures/lvm2-striped-multiseg.txt");
+        let vg = Vg::from_text(text).unwrap();
+        let es = vg.extent_size as u64 * 512;
+        let place = |extents: u64, stripes: u32| {
+            ferrolvm_metadata::alloc::allocate(
+                &vg,
+                &ferrolvm_metadata::alloc::Request {
+                    extents: extents as u32,
+                    stripes,
+                    stripe_size: (stripes > 1).then_some(128),
+                    pvs: None,
+                },
+                0,
+                None,
+            )
+            .is_ok()
+        };
+        for stripes in 1..=3u32 {
+            let c = NodeConfig::parse(&format!(
+                "device-classes:\n  - {{name: s, volume-group: vg, spare-gb: 0, stripe: {stripes}}}"
+            ))
+            .unwrap();
+            let class = c.class(None).unwrap();
+            let max = class.max_volume(&vg);
+            assert!(max <= class.capacity(&vg));
+            assert_eq!(max % (es * stripes as u64), 0, "whole stripe rows");
+            let rows = max / es / stripes as u64;
+            assert!(
+                rows == 0 || place(rows * stripes as u64, stripes),
+                "{stripes}: {max} does not fit"
+            );
+            assert!(
+                !place((rows + 1) * stripes as u64, stripes),
+                "{stripes}: a larger one fits"
+            );
+            if stripes == 1 {
+                assert_eq!(max, class.capacity(&vg));
+            }
+        }
     }
 }

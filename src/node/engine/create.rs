@@ -94,6 +94,9 @@ impl NodeEngine {
                 return;
             }
         };
+        // With the VG's lvm2 lock held and every job taken: a panic here must
+        // release the lock and leave the queue usable.
+        crate::lvm::failpoint::hit("create-batch");
         let mut vg = s.vg.clone();
         let mut created: Vec<(Job, String)> = Vec::new();
         let mut found: Vec<(Job, String)> = Vec::new();
@@ -122,7 +125,7 @@ impl NodeEngine {
                 continue;
             }
             let extents = job.required.max(1).div_ceil(es);
-            let stripes = job.class.stripe.unwrap_or(1).max(1);
+            let (stripes, stripe_size) = job.class.stripe_geometry();
             let extents = extents.div_ceil(stripes as u64) * stripes as u64;
             // Refused before anything is made: never a volume the caller must then delete.
             if let Some(e) = over_limit(&job.name, extents * es, job.limit) {
@@ -141,13 +144,6 @@ impl NodeEngine {
                 continue;
             }
             let lv_name = unique_name(&vg, &job.name);
-            // Validated when the config was loaded.
-            let stripe_size = job
-                .class
-                .stripe_sectors()
-                .ok()
-                .flatten()
-                .or((stripes > 1).then_some(128));
             let new = self.new_lv(
                 lv_name.clone(),
                 vec![format!("{NAME_TAG}{}", hex(&job.name))],
