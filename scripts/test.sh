@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test CI runs (.ci/run calls this): installs what is missing, checks
 # style, runs the host suite, the device-mapper suite and csi-sanity in the
-# VM, and a bounded fuzzing pass; ends with one `N passed, N failed` line.
+# VM, the Kubernetes suite against a real control plane, and a bounded
+# fuzzing pass; ends with one `N passed, N failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -23,6 +24,9 @@ cargo run --release -q -p vm-tests -- test 2>&1 | tee -a "$log"
 
 echo "== VM: csi-sanity against ferrolvm node --standalone"
 cargo run --release -q -p vm-tests -- csi-sanity 2>&1 | tee -a "$log"
+
+echo "== cluster: the Kubernetes suite against a real control plane built from its Go modules"
+cargo run --release -q -p vm-tests -- cluster-test 2>&1 | tee -a "$log"
 
 echo "== fuzzing every parser, seeded with lvm2-written samples"
 bash fuzz/run.sh 20

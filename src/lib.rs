@@ -13,5 +13,6 @@
 
 pub mod cli;
 pub mod csi;
+pub mod k8s;
 pub mod lvm;
 pub mod node;

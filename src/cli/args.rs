@@ -187,6 +187,8 @@ pub enum Cmd {
     Node(NodeArgs),
     /// The Kubernetes-backed CSI controller (not available yet; use `node --standalone`).
     Controller,
+    /// Print the LogicalVolume CustomResourceDefinition (YAML), as deploy/crd holds it.
+    Crd,
     /// Talk to a running `ferrolvm node` as a CSI client would.
     Csi {
         /// unix:///path/to/csi.sock

@@ -89,6 +89,10 @@ pub fn run(cli: Cli) -> Result<()> {
              for a single node, run `ferrolvm node --standalone`"
                 .into(),
         )),
+        Cmd::Crd => {
+            print!("{}", crate::k8s::crd::crd_yaml());
+            Ok(())
+        }
         Cmd::Csi { csi_endpoint, call } => {
             csi_client::run(&csi_endpoint, call).map_err(LvmError::Refused)
         }

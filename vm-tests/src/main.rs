@@ -8,7 +8,11 @@
 //! - `demo`: a walk through the main job, step by step.
 //! - `bench [N]`: `benches/vm_activate.rs` in the VM (ferrolvm vs lvm2).
 //! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
+//! - `cluster-test`: the Kubernetes suite (`tests/cluster.rs`) against a real
+//!   control plane on 127.0.0.1 (see `cluster.rs`).
+//! - `cluster-script FILE`: FILE run by bash while that control plane is up.
 
+mod cluster;
 mod cpio;
 mod image;
 mod qemu;
@@ -274,6 +278,27 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Some("cluster-test") => build(&["cluster"], &[]).and_then(|(_, tests)| {
+            let mut c = cluster::Cluster::start(&cache_dir())?;
+            let (ok, lines) = cluster::run_suite(&mut c, &tests[0].1)?;
+            let (passed, failed) = summarize(&lines);
+            println!("{passed} passed, {failed} failed");
+            match (ok, failed, passed) {
+                (true, 0, p) if p > 0 => Ok(()),
+                (true, 0, _) => Err("the cluster suite ran no test".into()),
+                _ => Err("the cluster suite failed".into()),
+            }
+        }),
+        Some("cluster-script") => match args.get(1) {
+            Some(file) => build(&[], &[]).and_then(|_| {
+                let mut c = cluster::Cluster::start(&cache_dir())?;
+                match cluster::run_script(&mut c, Path::new(file))? {
+                    true => Ok(()),
+                    false => Err(format!("{file} failed")),
+                }
+            }),
+            None => Err("usage: vm-tests cluster-script FILE".into()),
+        },
         Some("run-script") => match args.get(1) {
             Some(file) => std::fs::read_to_string(file)
                 .map_err(|e| format!("{file}: {e}"))

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes parts the cluster harness runs — etcd,
+# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, and the
+# CSI sidecars csi-provisioner, csi-resizer, csi-snapshotter with the
+# snapshot-controller — from their published Go modules, into OUT/bin.
+#
+# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them
+# with local paths, so neither `go install` nor a plain `require` resolves it.
+# A throw-away wrapper module requires it and replaces every staging module
+# with its published v0.<minor>.<patch>; etcd and the sidecars join the same
+# module, so one build cache serves them all. Nothing is downloaded but Go
+# modules from the module proxy. Rebuilds only when VERSIONS changes.
+set -euo pipefail
+out=${1:?usage: build.sh OUT}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+K8S=v1.37.2
+STAGING=v0.37.2
+ETCD=v3.7.0
+PROVISIONER=v6.4.0
+RESIZER=v2.3.0
+SNAPSHOTTER=v8.7.0
+VERSIONS="k8s=$K8S etcd=$ETCD provisioner=$PROVISIONER resizer=$RESIZER snapshotter=$SNAPSHOTTER"
+
+mkdir -p "$out/bin"
+if [ -f "$out/bin/VERSIONS" ] && [ "$(cat "$out/bin/VERSIONS")" = "$VERSIONS" ]; then
+  exit 0
+fi
+command -v go >/dev/null || { echo "cluster build: go (1.26+) is required" >&2; exit 1; }
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+mod="$out/module"
+rm -rf "$mod"
+mkdir -p "$mod"
+cd "$mod"
+echo "cluster build: wrapper module for Kubernetes $K8S, etcd $ETCD, provisioner $PROVISIONER, resizer $RESIZER, snapshotter $SNAPSHOTTER" >&2
+go mod init ferrolvm.invalid/cluster-tools >/dev/null 2>&1
+cat >tools.go <<'GO'
+// Package tools exists only so that the wrapper module has a package.
+package tools
+GO
+go mod edit -require="k8s.io/kubernetes@$K8S"
+gomod=$(go mod download -json "k8s.io/kubernetes@$K8S" | jq -r .GoMod)
+staging=$(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "$gomod" | sort -u)
+[ -n "$staging" ] || { echo "cluster build: no staging modules found in $gomod" >&2; exit 1; }
+for m in $staging; do
+  go mod edit -replace="$m=$m@$STAGING"
+done
+go mod edit -replace="github.com/kubernetes-csi/external-snapshotter/client/v8=github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER"
+go get -tool \
+  "k8s.io/kubernetes/cmd/kube-apiserver@$K8S" \
+  "k8s.io/kubernetes/cmd/kube-scheduler@$K8S" \
+  "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S" \
+  "k8s.io/kubernetes/cmd/kubectl@$K8S" \
+  "go.etcd.io/etcd/server/v3@$ETCD" \
+  "github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner@$PROVISIONER" \
+  "github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer@$RESIZER" \
+  "github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter@$SNAPSHOTTER" \
+  "github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller@$SNAPSHOTTER" >&2
+minor=${K8S#v1.}; minor=${minor%%.*}
+ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S"
+build() { # NAME PACKAGE
+  echo "cluster build: $1" >&2
+  go build -trimpath -ldflags "$ld" -o "$out/bin/$1" "$2"
+}
+build etcd go.etcd.io/etcd/server/v3
+build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+build kubectl k8s.io/kubernetes/cmd/kubectl
+build csi-provisioner github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+build csi-resizer github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
+build csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter
+build snapshot-controller github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
+# The VolumeSnapshot CRDs ship as YAML in the snapshotter's client module.
+crd=$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER" | jq -r .Dir)/config/crd
+mkdir -p "$out/crd"
+cp "$crd"/snapshot.storage.k8s.io_*.yaml "$out/crd/"
+echo "$VERSIONS" >"$out/bin/VERSIONS"
+echo "cluster build: done" >&2
