@@ -192,3 +192,236 @@ async fn logical_volumes_on_the_real_api_server() {
         lvs.delete(name, &DeleteParams::default()).await.unwrap();
     }
 }
+
+/// A stand-in for the node plugins (named so: the real ones run in the VM,
+/// which this suite does not boot yet): it answers LogicalVolumes of
+/// node1 and node2 as ferrolvm's node would — a volume id and the size, or
+/// ResourceExhausted for names containing "full" — and grows on request.
+async fn stand_in_nodes(c: Client) {
+    let lvs: Api<LogicalVolume> = Api::all(c);
+    loop {
+        for lv in lvs.list(&ListParams::default()).await.unwrap().items {
+            let name = lv.metadata.name.clone().unwrap();
+            let status = lv.status.clone().unwrap_or_default();
+            let new = if lv.spec.name.contains("full") {
+                (status.code == 0).then(|| LogicalVolumeStatus {
+                    code: 8,
+                    message: Some("no room in class thick".into()),
+                    ..Default::default()
+                })
+            } else if status.current_size.as_ref() != Some(&lv.spec.size) {
+                Some(LogicalVolumeStatus {
+                    volume_id: Some(format!("id-{}", lv.metadata.uid.clone().unwrap())),
+                    code: 0,
+                    message: None,
+                    current_size: Some(lv.spec.size.clone()),
+                })
+            } else {
+                None
+            };
+            if let Some(s) = new {
+                let _ = lvs
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({ "status": s })),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn annotated_node(c: &Client, name: &str, free: u64, max: u64) {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name, "annotations": {
+            "capacity.ferrolvm.io/thick": free.to_string(),
+            "maxvolume.ferrolvm.io/thick": max.to_string(),
+            "capacity.ferrolvm.io/00default": free.to_string(),
+            "maxvolume.ferrolvm.io/00default": max.to_string(),
+        }}
+    }))
+    .unwrap();
+    nodes
+        .patch(
+            name,
+            &PatchParams::apply("ferrolvm-tests").force(),
+            &Patch::Apply(&node),
+        )
+        .await
+        .unwrap();
+}
+
+/// The Kubernetes-backed Controller service (the CSI calls
+/// external-provisioner and external-resizer make) on the real API server:
+/// the volume goes where the topology says, a retry finds the same volume,
+/// a size that does not match is AlreadyExists, a node's refusal comes back
+/// with its code and frees the name for another node, capacity comes from
+/// the nodes' annotations with the largest volume as maximum_volume_size,
+/// expansion waits for the node, and delete removes the object.
+#[tokio::test]
+#[ignore = "needs the cluster: runs under `cargo run -p vm-tests -- cluster-test`"]
+async fn the_controller_places_volumes_through_logical_volumes() {
+    use ferrolvm::csi::controller::ControllerService;
+    use ferrolvm::k8s::controller::KubeBackend;
+    use ferrolvm_proto::csi::v1::controller_server::Controller;
+    use ferrolvm_proto::csi::v1::*;
+    use tonic::{Code, Request};
+    const GIB: i64 = 1 << 30;
+    let c = client().await;
+    install_crd(&c).await;
+    annotated_node(&c, "node1", 8 << 30, 8 << 30).await;
+    annotated_node(&c, "node2", 3 << 30, 2 << 30).await;
+    let stand_in = tokio::spawn(stand_in_nodes(c.clone()));
+    let mut backend = KubeBackend::new(c.clone());
+    backend.wait = Duration::from_secs(20);
+    let ctl = ControllerService { backend };
+    let cap = VolumeCapability {
+        access_type: Some(volume_capability::AccessType::Mount(
+            volume_capability::MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            },
+        )),
+        access_mode: Some(volume_capability::AccessMode {
+            mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let on = |node: &str| TopologyRequirement {
+        requisite: vec![],
+        preferred: vec![Topology {
+            segments: [("topology.ferrolvm.io/node".to_string(), node.to_string())].into(),
+        }],
+    };
+    let create = |name: &str, bytes: i64, node: Option<&str>| CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap.clone()],
+        parameters: [("ferrolvm.io/device-class".to_string(), "thick".to_string())].into(),
+        accessibility_requirements: node.map(on),
+        ..Default::default()
+    };
+    let lvs: Api<LogicalVolume> = Api::all(c.clone());
+
+    let v = ctl
+        .create_volume(Request::new(create("pvc-ctl-1", GIB, Some("node2"))))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(v.volume_id.starts_with("id-"), "{v:?}");
+    assert_eq!(v.capacity_bytes, GIB);
+    assert_eq!(
+        v.accessible_topology[0].segments["topology.ferrolvm.io/node"],
+        "node2"
+    );
+    let obj = lvs.get("pvc-ctl-1").await.unwrap();
+    assert_eq!(obj.spec.node_name, "node2");
+    assert_eq!(obj.spec.device_class.as_deref(), Some("thick"));
+    // A retry (the sidecar timed out, or the controller restarted) finds it.
+    let again = ctl
+        .create_volume(Request::new(create("pvc-ctl-1", GIB, Some("node2"))))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, v.volume_id);
+    let bigger = ctl
+        .create_volume(Request::new(create("pvc-ctl-1", 2 * GIB, Some("node2"))))
+        .await;
+    assert_eq!(bigger.unwrap_err().code(), Code::AlreadyExists);
+
+    // The node refuses: its code comes back, and the name is free again.
+    let full = ctl
+        .create_volume(Request::new(create("pvc-full-1", GIB, Some("node1"))))
+        .await;
+    let e = full.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("node1"), "{e:?}");
+    assert!(lvs.get_opt("pvc-full-1").await.unwrap().is_none());
+
+    // No topology (Immediate binding): the node with the largest room.
+    let anywhere = ctl
+        .create_volume(Request::new(create("pvc-ctl-2", GIB, None)))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        anywhere.accessible_topology[0].segments["topology.ferrolvm.io/node"],
+        "node1"
+    );
+
+    // Capacity per topology segment, from the annotations.
+    let capacity = |node: &str| GetCapacityRequest {
+        volume_capabilities: vec![cap.clone()],
+        parameters: [("ferrolvm.io/device-class".to_string(), "thick".to_string())].into(),
+        accessible_topology: Some(Topology {
+            segments: [("topology.ferrolvm.io/node".to_string(), node.to_string())].into(),
+        }),
+    };
+    let r = ctl
+        .get_capacity(Request::new(capacity("node2")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.available_capacity, 3 * GIB);
+    assert_eq!(r.maximum_volume_size, Some(2 * GIB));
+    let r = ctl
+        .get_capacity(Request::new(capacity("node9")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.available_capacity, 0);
+
+    // Expansion waits for the node's currentSize.
+    let grown = ctl
+        .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 2 * GIB,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 2 * GIB);
+    assert!(grown.node_expansion_required);
+
+    let listed = ctl
+        .list_volumes(Request::new(ListVolumesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = listed
+        .entries
+        .iter()
+        .map(|e| e.volume.as_ref().unwrap().volume_id.clone())
+        .collect();
+    assert!(ids.contains(&v.volume_id) && ids.contains(&anywhere.volume_id));
+
+    for id in [&v.volume_id, &anywhere.volume_id, &v.volume_id] {
+        ctl.delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete, and delete again, succeed");
+    }
+    assert!(lvs.get_opt("pvc-ctl-1").await.unwrap().is_none());
+    assert!(lvs.get_opt("pvc-ctl-2").await.unwrap().is_none());
+    stand_in.abort();
+}

@@ -126,8 +126,10 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
             }));
         if standalone {
             router = router.add_service(ControllerServer::new(ControllerService {
-                backend: engine,
-                node: node.clone(),
+                backend: crate::csi::standalone::Standalone {
+                    engine,
+                    node: node.clone(),
+                },
             }));
         }
         tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");

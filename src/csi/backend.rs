@@ -47,7 +47,9 @@ impl BackendError {
 pub type BackendResult<T> = Result<T, BackendError>;
 
 /// A CreateVolume, after validation: between `required` and `limit` bytes
-/// (`limit` 0: none), in `class` (None: the default class), from `source`.
+/// (`limit` 0: none), in `class` (None: the default class), from `source`,
+/// on one of `nodes` (CSI's accessibility requirements, preferred first;
+/// empty: wherever the backend finds room).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateRequest {
     pub name: String,
@@ -55,18 +57,40 @@ pub struct CreateRequest {
     pub required: u64,
     pub limit: u64,
     pub source: Option<Source>,
+    pub nodes: Vec<String>,
+}
+
+/// A volume and the node it lives on (its CSI topology).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub node: String,
+    pub volume: Volume,
+}
+
+/// Room in one class on one node: what a new volume can get in all, and
+/// the largest single volume that can really be made (CSI's
+/// `maximum_volume_size`: striping and spare included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    pub available: u64,
+    pub maximum_volume: u64,
 }
 
 /// What the Controller service needs from whatever places volumes.
 pub trait VolumeBackend: Send + Sync + 'static {
     /// Creates volume `req.name`, or finds it when it exists and fits.
-    fn create(&self, req: CreateRequest) -> impl Future<Output = BackendResult<Volume>> + Send;
+    fn create(&self, req: CreateRequest) -> impl Future<Output = BackendResult<Placed>> + Send;
     /// Removes a volume; `Ok(false)` when there was none.
     fn delete(&self, id: String) -> impl Future<Output = BackendResult<bool>> + Send;
-    fn find(&self, id: String) -> impl Future<Output = BackendResult<Option<Volume>>> + Send;
-    fn list(&self) -> impl Future<Output = BackendResult<Vec<Volume>>> + Send;
-    /// Bytes a new volume of `class` can get.
-    fn capacity(&self, class: Option<String>) -> impl Future<Output = BackendResult<u64>> + Send;
+    fn find(&self, id: String) -> impl Future<Output = BackendResult<Option<Placed>>> + Send;
+    fn list(&self) -> impl Future<Output = BackendResult<Vec<Placed>>> + Send;
+    /// Room for new volumes of `class` on `node` (None: the topology was not
+    /// given, so the whole of what this backend serves).
+    fn capacity(
+        &self,
+        class: Option<String>,
+        node: Option<String>,
+    ) -> impl Future<Output = BackendResult<Capacity>> + Send;
     /// Grows a volume to at least `bytes`, at most `limit` (0: none);
     /// returns its new size.
     fn expand(

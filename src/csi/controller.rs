@@ -1,6 +1,7 @@
 //! The CSI Controller service: request validation, capacity-range rules,
 //! topology, pagination; the volumes themselves are placed by a
-//! [`VolumeBackend`] (this node's engine in standalone mode).
+//! [`VolumeBackend`] (this node's engine in standalone mode, LogicalVolume
+//! resources under Kubernetes), which also says which node each is on.
 
 use ferrolvm_proto::csi::v1::controller_server::Controller;
 use ferrolvm_proto::csi::v1::controller_service_capability::{self, rpc};
@@ -8,18 +9,16 @@ use ferrolvm_proto::csi::v1::volume_capability::AccessType;
 use ferrolvm_proto::csi::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::backend::{CreateRequest, VolumeBackend};
+use super::backend::{CreateRequest, Placed, VolumeBackend};
 use super::capabilities::{check_capabilities, minimum_size, topology};
 use super::{DEVICE_CLASS_PARAM, TOPOLOGY_KEY};
-use crate::node::{Snapshot, Source, Volume};
+use crate::node::{Snapshot, Source};
 
 const DEFAULT_SIZE: u64 = 1 << 30;
 
 /// The Controller service, on any [`VolumeBackend`].
 pub struct ControllerService<B: VolumeBackend> {
     pub backend: B,
-    /// The node this controller places volumes on (standalone mode).
-    pub node: String,
 }
 
 /// `(required, limit)` from a capacity range, with CSI's rules.
@@ -100,13 +99,30 @@ fn csi_snapshot(s: &Snapshot) -> ferrolvm_proto::csi::v1::Snapshot {
     }
 }
 
-fn csi_volume(v: &Volume, node: &str) -> ferrolvm_proto::csi::v1::Volume {
+fn csi_volume(p: &Placed) -> ferrolvm_proto::csi::v1::Volume {
     ferrolvm_proto::csi::v1::Volume {
-        capacity_bytes: v.bytes as i64,
-        volume_id: v.id.clone(),
-        accessible_topology: topology(node),
+        capacity_bytes: p.volume.bytes as i64,
+        volume_id: p.volume.id.clone(),
+        accessible_topology: topology(&p.node),
         ..Default::default()
     }
+}
+
+/// The nodes a volume may go on, from CSI's accessibility requirements:
+/// the preferred segments in order, then any other requisite one. Segments
+/// without our topology key say nothing about nodes.
+fn candidate_nodes(req: Option<&TopologyRequirement>) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    if let Some(r) = req {
+        for t in r.preferred.iter().chain(&r.requisite) {
+            if let Some(n) = t.segments.get(TOPOLOGY_KEY) {
+                if !nodes.contains(n) {
+                    nodes.push(n.clone());
+                }
+            }
+        }
+    }
+    nodes
 }
 
 #[tonic::async_trait]
@@ -140,15 +156,6 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                 "the filesystem needs at least {required} bytes, over the limit of {limit}"
             )));
         }
-        if let Some(req) = &r.accessibility_requirements {
-            let ours = |t: &Topology| t.segments.get(TOPOLOGY_KEY).is_none_or(|n| *n == self.node);
-            if !req.requisite.is_empty() && !req.requisite.iter().any(ours) {
-                return Err(Status::resource_exhausted(format!(
-                    "this driver serves node {} only",
-                    self.node
-                )));
-            }
-        }
         let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
         let v = self
             .backend
@@ -158,15 +165,16 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
                 required,
                 limit,
                 source,
+                nodes: candidate_nodes(r.accessibility_requirements.as_ref()),
             })
             .await?;
-        if limit > 0 && v.bytes > limit {
+        if limit > 0 && v.volume.bytes > limit {
             return Err(Status::out_of_range(format!(
                 "the smallest volume that fits is {} bytes, over the limit of {limit}",
-                v.bytes
+                v.volume.bytes
             )));
         }
-        let mut volume = csi_volume(&v, &self.node);
+        let mut volume = csi_volume(&v);
         volume.content_source = r.volume_content_source.clone();
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(volume),
@@ -238,13 +246,13 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let r = req.into_inner();
         let mut all = self.backend.list().await?;
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.sort_by(|a, b| a.volume.id.cmp(&b.volume.id));
         let (page, next_token) = paginate(&all, r.max_entries, &r.starting_token)?;
         Ok(Response::new(ListVolumesResponse {
             entries: page
                 .iter()
                 .map(|v| list_volumes_response::Entry {
-                    volume: Some(csi_volume(v, &self.node)),
+                    volume: Some(csi_volume(v)),
                     status: None,
                 })
                 .collect(),
@@ -257,21 +265,15 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
         req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let r = req.into_inner();
-        if let Some(t) = &r.accessible_topology {
-            if t.segments
-                .get(TOPOLOGY_KEY)
-                .is_some_and(|n| *n != self.node)
-            {
-                return Ok(Response::new(GetCapacityResponse {
-                    available_capacity: 0,
-                    ..Default::default()
-                }));
-            }
-        }
+        let node = r
+            .accessible_topology
+            .as_ref()
+            .and_then(|t| t.segments.get(TOPOLOGY_KEY).cloned());
         let class = r.parameters.get(DEVICE_CLASS_PARAM).cloned();
-        let bytes = self.backend.capacity(class).await?;
+        let room = self.backend.capacity(class, node).await?;
         Ok(Response::new(GetCapacityResponse {
-            available_capacity: bytes as i64,
+            available_capacity: room.available as i64,
+            maximum_volume_size: Some(room.maximum_volume as i64),
             ..Default::default()
         }))
     }

@@ -42,6 +42,29 @@ fn code(kind: ErrorKind) -> Code {
     }
 }
 
+/// The numeric gRPC code of a kind, as a LogicalVolume's `status.code`
+/// carries it from the node to the controller.
+pub fn grpc_code(kind: ErrorKind) -> i32 {
+    code(kind) as i32
+}
+
+/// The kind a numeric gRPC code stands for; None for OK (0). Codes no
+/// backend sends are Internal.
+pub fn kind_of_grpc_code(c: i32) -> Option<ErrorKind> {
+    Some(match Code::from_i32(c) {
+        Code::Ok => return None,
+        Code::InvalidArgument => ErrorKind::InvalidArgument,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::OutOfRange => ErrorKind::OutOfRange,
+        Code::Aborted => ErrorKind::Aborted,
+        Code::Unavailable => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    })
+}
+
 impl From<BackendError> for Status {
     fn from(e: BackendError) -> Self {
         Status::new(code(e.kind), e.message)
@@ -51,6 +74,26 @@ impl From<BackendError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_survive_the_trip_through_a_status_field() {
+        use ErrorKind::*;
+        for k in [
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            ResourceExhausted,
+            FailedPrecondition,
+            OutOfRange,
+            Aborted,
+            Unavailable,
+            Internal,
+        ] {
+            assert_eq!(kind_of_grpc_code(grpc_code(k)), Some(k));
+        }
+        assert_eq!(kind_of_grpc_code(0), None);
+        assert_eq!(kind_of_grpc_code(999), Some(Internal));
+    }
 
     #[test]
     fn engine_errors_keep_their_codes() {

@@ -3,6 +3,7 @@
 //! capacity each node publishes. Kubernetes is how ferrolvm spans machines;
 //! nothing here keeps cluster state of its own.
 
+pub mod controller;
 pub mod crd;
 
 /// Finalizer the node puts on a LogicalVolume before it makes the LV, so
@@ -13,3 +14,5 @@ pub const CAPACITY_ANNOTATION: &str = "capacity.ferrolvm.io/";
 /// Node annotation prefix: `maxvolume.ferrolvm.io/<class>` = the largest
 /// volume that can be made in the class now.
 pub const MAX_VOLUME_ANNOTATION: &str = "maxvolume.ferrolvm.io/";
+/// The annotation suffix for a node's default class (TopoLVM's `00default`).
+pub const DEFAULT_CLASS_KEY: &str = "00default";

@@ -145,6 +145,14 @@ impl NodeEngine {
         Ok(c.capacity(&self.read_vg(&c.volume_group)?))
     }
 
+    /// Room in `class` from one read of its VG: the bytes new volumes can
+    /// get in all, and the largest single volume that can be made.
+    pub fn room(&self, class: Option<&str>) -> Result<(u64, u64), VolumeError> {
+        let c = self.class(class)?;
+        let vg = self.read_vg(&c.volume_group)?;
+        Ok((c.capacity(&vg), c.max_volume(&vg)))
+    }
+
     /// The readiness check of a node: device-mapper usable, and every
     /// configured VG readable and writable by ferrolvm.
     pub fn probe(&self) -> Result<(), String> {

@@ -151,11 +151,17 @@ pub fn lv_name_for(name: &str) -> String {
     if name.len() <= 64 && ferrolvm_metadata::names::check_lv_name(name).is_ok() {
         return name.to_string();
     }
+    format!("csi-{:016x}", stable_hash(name))
+}
+
+/// FNV-1a of a name: stable across builds and machines, for names derived
+/// from CSI names (LV names here, LogicalVolume object names in `k8s/`).
+pub fn stable_hash(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("csi-{h:016x}")
+    h
 }
 
 pub(crate) fn csi_name(lv: &Lv) -> Option<String> {
