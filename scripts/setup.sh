@@ -28,7 +28,7 @@ else
   echo "setup: every Debian package is already installed"
 fi
 command -v lvm >/dev/null || { echo "setup: lvm2 did not install" >&2; exit 1; }
-command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.85+) is required; install it with rustup" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.89+) is required; install it with rustup" >&2; exit 1; }
 # Loop devices must be available: the interop tests fail loudly without them.
 if [ ! -e /dev/loop-control ]; then
   echo "setup: loading the loop module"
