@@ -528,6 +528,40 @@ fn thin_pools_are_shared_with_lvm2() {
     l.assert_vgck_clean("svg");
 }
 
+/// A pool lvm2 made and activated alone (lvm2 2.03 maps an unused pool as
+/// the thin-pool target under the public name, with no -tpool layer):
+/// ferrolvm's node starts on it (recovery included) and makes thin LVs in
+/// it, and lvm2 takes the pool back whole.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn a_pool_lvm2_activated_alone_serves_the_node() {
+    let l = Loops::with_dm(1, 512);
+    l.lvm_ok(&["vgcreate", "-s", "4m", "avg", l.dev(0)]);
+    l.lvm_ok(&["lvcreate", "-q", "-L", "64m", "-T", "avg/pool"]);
+    let config = ferrolvm::node::config::NodeConfig::parse(
+        "device-classes:\n  - {name: thin, volume-group: avg, default: true, type: thin, thin-pool: {name: pool, overprovision-ratio: 4.0}}",
+    )
+    .unwrap();
+    let engine = ferrolvm::node::NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        config,
+    );
+    engine
+        .recover()
+        .expect("recovery on lvm2's pool-only layout");
+    let v = engine.create("pvc-alone", None, 32 << 20, 0).unwrap();
+    let data = pattern(3);
+    let dev = engine.ensure_active(&v).unwrap();
+    write_dev(&dev.display().to_string(), &data);
+    assert!(read_dev(&dev.display().to_string(), data.len()) == data);
+    l.lvm_ok(&["vgchange", "-an", "avg"]);
+    l.lvm_ok(&["vgchange", "-ay", "avg"]);
+    assert!(read_dev(&format!("/dev/avg/{}", v.lv), data.len()) == data);
+    l.lvm_ok(&["vgchange", "-an", "avg"]);
+    thin_check(&l, "avg", "pool");
+    l.assert_vgck_clean("avg");
+}
+
 /// ext4, xfs and btrfs on thin LVs, grown online (a thin LV grows virtually).
 #[test]
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]

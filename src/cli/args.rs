@@ -185,8 +185,9 @@ pub enum Cmd {
     },
     /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
     Node(NodeArgs),
-    /// The Kubernetes-backed CSI controller (not available yet; use `node --standalone`).
-    Controller,
+    /// The Kubernetes-backed CSI controller: Identity and Controller on a Unix
+    /// socket, placing volumes through LogicalVolume objects.
+    Controller(ControllerArgs),
     /// Print the LogicalVolume CustomResourceDefinition (YAML), as deploy/crd holds it.
     Crd,
     /// Talk to a running `ferrolvm node` as a CSI client would.
@@ -272,6 +273,31 @@ pub struct NodeArgs {
     pub kubelet_dir: PathBuf,
     /// Seconds that in-flight calls may run after SIGTERM before the node
     /// exits anyway; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long = "shutdown-grace", default_value_t = 20)]
+    pub shutdown_grace: u64,
+    /// Without --standalone: LogicalVolumes reconciled at once (creates made
+    /// together share the group commit's metadata writes).
+    #[arg(long = "reconcile-concurrency", default_value_t = 32)]
+    pub reconcile_concurrency: u16,
+    /// Without --standalone: seconds between capacity publications when
+    /// nothing changed (changes are published as the watcher sees them).
+    #[arg(long = "capacity-resync", default_value_t = 30)]
+    pub capacity_resync: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// unix:///path/to/csi.sock, where the CSI sidecars connect.
+    #[arg(long = "csi-endpoint")]
+    pub csi_endpoint: String,
+    /// The group that may use the CSI socket too (mode 0660).
+    #[arg(long = "socket-group")]
+    pub socket_group: Option<String>,
+    /// Seconds a CSI call waits for the node to act on its LogicalVolume
+    /// before answering Aborted, so that the sidecar retries.
+    #[arg(long = "node-wait", default_value_t = 60)]
+    pub node_wait: u64,
+    /// Seconds that in-flight calls may run after SIGTERM.
     #[arg(long = "shutdown-grace", default_value_t = 20)]
     pub shutdown_grace: u64,
 }

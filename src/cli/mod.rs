@@ -84,11 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => lv::resize(&host, size, extents, &args, false),
         Cmd::Lvrename { args } => lv::lvrename(&host, &args),
         Cmd::Node(a) => serve::node(host, a),
-        Cmd::Controller => Err(LvmError::Refused(
-            "the Kubernetes-backed controller (LogicalVolume resources, CSIStorageCapacity, scheduler extender) is not built yet; \
-             for a single node, run `ferrolvm node --standalone`"
-                .into(),
-        )),
+        Cmd::Controller(a) => serve::controller(a),
         Cmd::Crd => {
             print!("{}", crate::k8s::crd::crd_yaml());
             Ok(())

@@ -1,6 +1,8 @@
-//! `ferrolvm node`: wires the node engine, the change watcher and the CSI
-//! services onto one Unix socket, on a tokio runtime, with graceful
-//! shutdown on SIGTERM.
+//! The servers. `ferrolvm node` wires the node engine, the change watcher
+//! and the CSI services onto one Unix socket and, unless standalone, the
+//! reconciler of this node's LogicalVolumes and the capacity it publishes;
+//! `ferrolvm controller` serves CSI Identity and Controller over
+//! LogicalVolume objects. Both shut down gracefully on SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use ferrolvm_proto::csi::v1::controller_server::ControllerServer;
 use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
 
-use super::args::NodeArgs;
+use super::args::{ControllerArgs, NodeArgs};
 use super::usage;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -34,8 +36,12 @@ fn socket_path(endpoint: &str) -> Result<PathBuf> {
 }
 
 /// Logs each class's capacity whenever a watched VG changes (lvm2 on the
-/// host included).
-fn watch_capacity(host: Host, engine: Arc<NodeEngine>) -> watch::Watcher {
+/// host included), and ticks `changed` for the capacity publisher.
+fn watch_capacity(
+    host: Host,
+    engine: Arc<NodeEngine>,
+    changed: tokio::sync::watch::Sender<u64>,
+) -> watch::Watcher {
     let watched: Vec<String> = engine
         .config
         .device_classes
@@ -47,6 +53,7 @@ fn watch_capacity(host: Host, engine: Arc<NodeEngine>) -> watch::Watcher {
         watched,
         Duration::from_millis(500),
         move |vg, seqno| {
+            changed.send_modify(|n| *n += 1);
             for c in engine
                 .config
                 .device_classes
@@ -82,6 +89,67 @@ fn group_id(name: &str) -> Result<u32> {
     }
 }
 
+/// A flag that turns true on SIGTERM (or ^C).
+fn stop_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down after in-flight calls");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once `stop` turned true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves `router` on `path` until `stop`, then lets in-flight calls
+/// finish for at most `grace`: kubelet kills a pod that overstays its grace
+/// period anyway, and a hung call must not keep the process from
+/// restarting.
+async fn serve_until_stopped(
+    path: &std::path::Path,
+    socket_group: Option<u32>,
+    router: tonic::transport::server::Router,
+    grace: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let serve = crate::csi::serve_unix(path, socket_group, router, stopped(stop.clone()));
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        r = &mut serve => r,
+        _ = async {
+            stopped(stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight calls outlasted the grace period; exiting");
+            Ok(())
+        }
+    };
+    served.map_err(|e| LvmError::Refused(format!("serving {}: {e}", path.display())))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| LvmError::Refused(format!("starting the runtime: {e}")))
+}
+
+/// A client from KUBECONFIG, or the pod's service account in a cluster.
+async fn kube_client() -> Result<kube::Client> {
+    kube::Client::try_default().await.map_err(|e| {
+        LvmError::Refused(format!(
+            "no Kubernetes client (KUBECONFIG or in-cluster): {e}"
+        ))
+    })
+}
+
 pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     let NodeArgs {
         config,
@@ -91,6 +159,8 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         socket_group,
         kubelet_dir,
         shutdown_grace,
+        reconcile_concurrency,
+        capacity_resync,
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
     host.lock_wait = Some(NODE_LOCK_WAIT);
@@ -111,19 +181,21 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         Ok(_) => {}
         Err(e) => tracing::error!(%e, "thin pool recovery failed; thin classes may not work"),
     }
-    let _watcher = watch_capacity(host, engine.clone());
+    let (changed, changes) = tokio::sync::watch::channel(0u64);
+    let _watcher = watch_capacity(host, engine.clone(), changed);
     // Deleted thick volumes are wiped in the background; a pass at start
     // finishes what a crash interrupted.
     let _wiper = engine.run_wiper(WIPE_EVERY);
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| LvmError::Refused(format!("starting the runtime: {e}")))?;
+    let rt = runtime()?;
     let served = rt.block_on(async move {
+        let stop = stop_signal();
         let mut router = tonic::transport::Server::builder()
             .add_service(IdentityServer::new(IdentityService::new(probe, standalone)))
             .add_service(NodeServer::new(NodeService {
                 backend: engine.clone(),
                 node: node.clone(),
             }));
+        let mut kube_tasks = Vec::new();
         if standalone {
             router = router.add_service(ControllerServer::new(ControllerService {
                 backend: crate::csi::standalone::Standalone {
@@ -131,43 +203,85 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                     node: node.clone(),
                 },
             }));
+        } else {
+            let client = kube_client().await?;
+            let ctx = crate::k8s::node::Context::new(client.clone(), engine.clone(), node.clone());
+            kube_tasks.push(tokio::spawn(crate::k8s::node::run(
+                ctx,
+                reconcile_concurrency,
+                stopped(stop.clone()),
+            )));
+            kube_tasks.push(tokio::spawn(crate::k8s::capacity::publish(
+                client,
+                node.clone(),
+                engine,
+                changes,
+                Duration::from_secs(capacity_resync),
+            )));
         }
         tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");
-        // SIGTERM (or ^C) stops accepting calls and lets in-flight ones
-        // finish, for at most `grace`: kubelet kills a pod that
-        // overstays its grace period anyway, and a hung call must not keep
-        // the node from restarting.
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("shutting down after in-flight calls");
-            let _ = stopping.send(());
-        };
-        let serve = crate::csi::serve_unix(&path, socket_group, router, shutdown);
-        tokio::pin!(serve);
-        let served = tokio::select! {
-            r = &mut serve => r,
-            _ = async {
-                if stopped.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(?grace, "in-flight calls outlasted the grace period; exiting");
-                Ok(())
-            }
-        };
-        served.map_err(|e| LvmError::Refused(format!("serving {}: {e}", path.display())))
+        let served = serve_until_stopped(&path, socket_group, router, grace, stop).await;
+        for t in kube_tasks {
+            t.abort();
+        }
+        served
     });
     // Dropping a runtime waits for its blocking calls, which could be an lvm2
     // lock wait or a hung device: past the grace period, leave them. Exiting
     // mid-call is a crash, and every change is ordered to survive one.
+    rt.shutdown_timeout(Duration::ZERO);
+    served
+}
+
+/// How often the controller checks that the API server answers, for Probe.
+const API_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub fn controller(args: ControllerArgs) -> Result<()> {
+    let ControllerArgs {
+        csi_endpoint,
+        socket_group,
+        node_wait,
+        shutdown_grace,
+    } = args;
+    let path = socket_path(&csi_endpoint)?;
+    let socket_group = socket_group.as_deref().map(group_id).transpose()?;
+    let rt = runtime()?;
+    let served = rt.block_on(async move {
+        let stop = stop_signal();
+        let client = kube_client().await?;
+        // Probe answers from the last check of the API server: the sidecars
+        // probe often, and a probe must not wait on the network.
+        let reachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, c) = (reachable.clone(), client.clone());
+        tokio::spawn(async move {
+            loop {
+                let ok = c.apiserver_version().await.is_ok();
+                r.store(ok, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(API_CHECK_EVERY).await;
+            }
+        });
+        let probe = Arc::new(move || {
+            if reachable.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("the API server does not answer".to_string())
+            }
+        });
+        let mut backend = crate::k8s::controller::KubeBackend::new(client);
+        backend.wait = Duration::from_secs(node_wait);
+        let router = tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(IdentityService::new(probe, true)))
+            .add_service(ControllerServer::new(ControllerService { backend }));
+        tracing::info!(endpoint = %path.display(), "serving the CSI controller");
+        serve_until_stopped(
+            &path,
+            socket_group,
+            router,
+            Duration::from_secs(shutdown_grace),
+            stop,
+        )
+        .await
+    });
     rt.shutdown_timeout(Duration::ZERO);
     served
 }

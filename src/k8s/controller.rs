@@ -173,10 +173,9 @@ impl KubeBackend {
             if let Some(s) = &lv.status {
                 if let Some(kind) = kind_of_grpc_code(s.code) {
                     let message = s.message.clone().unwrap_or_default();
-                    self.lvs
-                        .delete(name, &DeleteParams::default())
-                        .await
-                        .map_err(api_error("deleting a refused LogicalVolume"))?;
+                    // Gone before the answer, so that the sidecar's retry
+                    // makes a new object (perhaps for another node).
+                    self.delete_and_wait(name).await?;
                     return Err(BackendError::new(
                         kind,
                         format!("node {}: {message}", lv.spec.node_name),
@@ -236,6 +235,14 @@ impl KubeBackend {
             .get_opt(&name)
             .await
             .map_err(api_error("reading a LogicalVolume"))?;
+        let existing = match existing {
+            // Being deleted (refused, or its claim deleted): let it go first.
+            Some(lv) if lv.metadata.deletion_timestamp.is_some() => {
+                self.delete_and_wait(&name).await?;
+                None
+            }
+            other => other,
+        };
         let lv = match existing {
             Some(lv) => lv,
             None => match self

@@ -3,8 +3,10 @@
 //! capacity each node publishes. Kubernetes is how ferrolvm spans machines;
 //! nothing here keeps cluster state of its own.
 
+pub mod capacity;
 pub mod controller;
 pub mod crd;
+pub mod node;
 
 /// Finalizer the node puts on a LogicalVolume before it makes the LV, so
 /// that deleting the object removes the LV first.

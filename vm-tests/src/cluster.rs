@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use crate::image;
 
+mod nodes;
+pub use nodes::{guest_data, AGENT_PORT, GUEST_SCRIPT};
+
 pub const API_PORT: u16 = 16443;
 const ETCD_CLIENT: u16 = 12379;
 const ETCD_PEER: u16 = 12380;
@@ -172,6 +175,7 @@ impl Cluster {
             ETCD_METRICS,
             SCHEDULER_PORT,
             CONTROLLER_MANAGER_PORT,
+            AGENT_PORT,
         ] {
             if !port_is_free(port) {
                 return Err(format!(
@@ -295,10 +299,23 @@ impl Cluster {
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(name);
+        self.spawn_exe(name, &exe, args, &[])
+    }
+
+    /// Starts `exe` as the harness's child `name`, logging to `name.log`.
+    fn spawn_exe(
+        &mut self,
+        name: &str,
+        exe: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(), String> {
         let log =
             fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(self.bin.join(name))
+        let child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -358,13 +375,31 @@ impl Cluster {
     }
 }
 
-/// Runs `exe` (a test binary) with the cluster's KUBECONFIG, streaming its
+impl Cluster {
+    /// What a suite or script run against the cluster gets: KUBECONFIG,
+    /// and kubectl and vmsh on PATH (also named by FERROLVM_KUBECTL and
+    /// FERROLVM_VMSH).
+    fn environment(&self, cmd: &mut Command) {
+        let path = format!(
+            "{}:{}:{}",
+            self.dir.join("bin").display(),
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("FERROLVM_KUBECTL", self.bin.join("kubectl"))
+            .env("FERROLVM_VMSH", self.dir.join("bin/vmsh"))
+            .env("PATH", path);
+    }
+}
+
+/// Runs `exe` (a test binary) with the cluster's environment, streaming its
 /// output; returns it.
 pub fn run_suite(c: &mut Cluster, exe: &Path) -> Result<(bool, Vec<String>), String> {
-    let mut child = Command::new(exe)
-        .args(["--ignored", "--test-threads=1"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("FERROLVM_KUBECTL", c.bin.join("kubectl"))
+    let mut cmd = Command::new(exe);
+    cmd.args(["--ignored", "--test-threads=1"]);
+    c.environment(&mut cmd);
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -380,19 +415,13 @@ pub fn run_suite(c: &mut Cluster, exe: &Path) -> Result<(bool, Vec<String>), Str
     Ok((status.success(), lines))
 }
 
-/// Runs `script` with bash while the cluster is up, with KUBECONFIG set and
-/// kubectl on PATH.
+/// Runs `script` with bash while the cluster is up, in the cluster's
+/// environment.
 pub fn run_script(c: &mut Cluster, script: &Path) -> Result<bool, String> {
-    let path = format!(
-        "{}:{}",
-        c.bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let status = Command::new("bash")
-        .arg(script)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("PATH", path)
-        .status()
-        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(script);
+    c.environment(&mut cmd);
+    let status = cmd.status().map_err(|e| e.to_string())?;
+    c.check_alive()?;
     Ok(status.success())
 }

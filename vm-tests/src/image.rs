@@ -25,6 +25,10 @@ pub const MODULES: &[&str] = &[
     "ext4",
     "xfs",
     "btrfs",
+    // The cluster VM's network (QEMU user networking, virtio-net); their
+    // dependencies (virtio, virtio_ring, net_failover…) follow `depends=`.
+    "virtio_pci",
+    "virtio_net",
 ];
 
 /// Host tools placed in the guest, with their libraries.
@@ -391,11 +395,13 @@ fn init_script(modules: &[String]) -> String {
 }
 
 /// Everything the guest needs, plus `extra` (guest path, host path) binaries
-/// of the project and the payload script.
+/// of the project, `data` files (guest path, bytes, mode) and the payload
+/// script.
 pub fn initramfs(
     cache: &Path,
     moddir: &Path,
     extra: &[(String, PathBuf)],
+    data: &[(String, Vec<u8>, u32)],
     payload: &str,
     out: &Path,
 ) -> Result<()> {
@@ -431,6 +437,9 @@ pub fn initramfs(
     }
     for (guest, host) in extra {
         t.add_file(guest, host, 0o755, true);
+    }
+    for (guest, bytes, perm) in data {
+        t.add_data(guest, bytes.clone(), *perm);
     }
     t.add_data("/init", init_script(&names).into_bytes(), 0o755);
     t.add_data("/payload.sh", payload.as_bytes().to_vec(), 0o755);

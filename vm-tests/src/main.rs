@@ -12,6 +12,7 @@
 //!   control plane on 127.0.0.1 (see `cluster.rs`).
 //! - `cluster-script FILE`: FILE run by bash while that control plane is up.
 
+mod agent;
 mod cluster;
 mod cpio;
 mod image;
@@ -117,6 +118,37 @@ fn boot(payload: &str, tests: &[&str], echo: bool) -> Result<qemu::Outcome, Stri
     boot_with(payload, tests, &[], echo, 2048)
 }
 
+/// The kernel and an initramfs running `payload`, with the project's
+/// binaries, the `tests` binaries (built with `features`) and `data` files.
+fn guest_image(
+    payload: &str,
+    tests: &[&str],
+    features: &[&str],
+    extra: Vec<(String, PathBuf)>,
+    data: &[(String, Vec<u8>, u32)],
+) -> Result<(PathBuf, PathBuf), String> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let (ferrolvm, test_bins) = build(tests, features)?;
+    let (kernel, moddir) = image::kernel(&cache)?;
+    // Also at its host path: test binaries find it through CARGO_BIN_EXE_ferrolvm.
+    let mut all = vec![
+        ("/usr/local/bin/ferrolvm".to_string(), ferrolvm.clone()),
+        (ferrolvm.display().to_string(), ferrolvm),
+    ];
+    all.extend(extra);
+    for (name, exe) in test_bins {
+        all.push((format!("/usr/local/bin/{name}-tests"), exe));
+    }
+    // csi-sanity is on PATH whenever it was built, for run-script too.
+    if let Some(sanity) = SANITY_BIN.get().cloned().or_else(|| csi_sanity().ok()) {
+        all.push(("/usr/local/bin/csi-sanity".into(), sanity));
+    }
+    let initrd = cache.join("initramfs.cpio");
+    image::initramfs(&cache, &moddir, &all, data, payload, &initrd)?;
+    Ok((kernel, initrd))
+}
+
 /// `memory_mib` also bounds the guest's RAM-backed root, where loop files live.
 fn boot_with(
     payload: &str,
@@ -125,24 +157,7 @@ fn boot_with(
     echo: bool,
     memory_mib: u32,
 ) -> Result<qemu::Outcome, String> {
-    let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
-    let (ferrolvm, test_bins) = build(tests, features)?;
-    let (kernel, moddir) = image::kernel(&cache)?;
-    // Also at its host path: test binaries find it through CARGO_BIN_EXE_ferrolvm.
-    let mut extra = vec![
-        ("/usr/local/bin/ferrolvm".to_string(), ferrolvm.clone()),
-        (ferrolvm.display().to_string(), ferrolvm),
-    ];
-    for (name, exe) in test_bins {
-        extra.push((format!("/usr/local/bin/{name}-tests"), exe));
-    }
-    // csi-sanity is on PATH whenever it was built, for run-script too.
-    if let Some(sanity) = SANITY_BIN.get().cloned().or_else(|| csi_sanity().ok()) {
-        extra.push(("/usr/local/bin/csi-sanity".into(), sanity));
-    }
-    let initrd = cache.join("initramfs.cpio");
-    image::initramfs(&cache, &moddir, &extra, payload, &initrd)?;
+    let (kernel, initrd) = guest_image(payload, tests, features, Vec::new(), &[])?;
     eprintln!("vm-tests: booting {} under TCG", kernel.display());
     qemu::boot(
         &kernel,
@@ -151,6 +166,25 @@ fn boot_with(
         Duration::from_secs(45 * 60),
         echo,
     )
+}
+
+/// The whole cluster: the control plane on the host, the VM with its two
+/// nodes, `ferrolvm controller` and the sidecars; and the `tests` built.
+fn with_cluster(tests: &[&str]) -> Result<(cluster::Cluster, Vec<(String, PathBuf)>), String> {
+    let (ferrolvm, built) = build(tests, &[])?;
+    let mut c = cluster::Cluster::start(&cache_dir())?;
+    c.install()?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (kernel, initrd) = guest_image(
+        cluster::GUEST_SCRIPT,
+        &[],
+        &[],
+        vec![("/usr/local/bin/vm-agent".into(), me)],
+        &cluster::guest_data(&c)?,
+    )?;
+    c.boot_nodes(&kernel, &initrd)?;
+    c.start_controller(&ferrolvm)?;
+    Ok((c, built))
 }
 
 static SANITY_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -278,8 +312,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Some("cluster-test") => build(&["cluster"], &[]).and_then(|(_, tests)| {
-            let mut c = cluster::Cluster::start(&cache_dir())?;
+        Some("cluster-test") => with_cluster(&["cluster"]).and_then(|(mut c, tests)| {
             let (ok, lines) = cluster::run_suite(&mut c, &tests[0].1)?;
             let (passed, failed) = summarize(&lines);
             println!("{passed} passed, {failed} failed");
@@ -290,8 +323,7 @@ fn main() -> ExitCode {
             }
         }),
         Some("cluster-script") => match args.get(1) {
-            Some(file) => build(&[], &[]).and_then(|_| {
-                let mut c = cluster::Cluster::start(&cache_dir())?;
+            Some(file) => with_cluster(&[]).and_then(|(mut c, _)| {
                 match cluster::run_script(&mut c, Path::new(file))? {
                     true => Ok(()),
                     false => Err(format!("{file} failed")),
@@ -299,6 +331,21 @@ fn main() -> ExitCode {
             }),
             None => Err("usage: vm-tests cluster-script FILE".into()),
         },
+        // Inside the cluster VM: the guest half of vmsh.
+        Some("agent") => match args.get(1).and_then(|p| p.parse().ok()) {
+            Some(port) => agent::serve(port),
+            None => Err("usage: vm-tests agent PORT".into()),
+        },
+        Some("vmsh") => {
+            let cmd = args[1..].join(" ");
+            return match agent::run(cluster::AGENT_PORT, &cmd) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(255)
+                }
+            };
+        }
         Some("run-script") => match args.get(1) {
             Some(file) => std::fs::read_to_string(file)
                 .map_err(|e| format!("{file}: {e}"))

@@ -13,6 +13,62 @@ pub struct Outcome {
     pub lines: Vec<String>,
 }
 
+/// The QEMU command for a guest of `memory_mib` booting `kernel` and
+/// `initrd`, its serial console on stdout, no network unless `extra` adds one.
+fn command(kernel: &Path, initrd: &Path, memory_mib: u32, extra: &[String]) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        &memory_mib.to_string(),
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init",
+    ])
+    .args([
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .args(extra)
+    .stdin(Stdio::null());
+    c
+}
+
+fn not_installed(e: std::io::Error) -> String {
+    format!("starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86)")
+}
+
+/// Starts a guest that runs until killed, its console into `console`.
+pub fn spawn(
+    kernel: &Path,
+    initrd: &Path,
+    memory_mib: u32,
+    extra: &[String],
+    console: &Path,
+) -> Result<std::process::Child, String> {
+    let log = std::fs::File::create(console).map_err(|e| e.to_string())?;
+    command(kernel, initrd, memory_mib, extra)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(not_installed)
+}
+
 pub fn boot(
     kernel: &Path,
     initrd: &Path,
@@ -20,41 +76,11 @@ pub fn boot(
     timeout: Duration,
     echo: bool,
 ) -> Result<Outcome, String> {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-smp",
-            "2",
-            "-m",
-            &memory_mib.to_string(),
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init",
-        ])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-        ])
-        .stdin(Stdio::null())
+    let mut child = command(kernel, initrd, memory_mib, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| {
-            format!("starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86)")
-        })?;
+        .map_err(not_installed)?;
     let stdout = child.stdout.take().ok_or("no qemu stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

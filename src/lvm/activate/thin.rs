@@ -186,6 +186,18 @@ impl Dm {
             &[(0, len, "thin-pool".into(), params)],
             false,
         )?;
+        // lvm2 (2.03) activates a pool that no thin LV uses as the
+        // thin-pool target itself under the public name, with no -pool
+        // layer: that device is the pool, and adding a layer would collide
+        // with its name.
+        let public_name = dm_name(&vg.name, &pool_lv.name, None);
+        let pool_only = self
+            .info(&dm_uuid(vg, &pool_lv, Some("tpool")))
+            .and_then(|i| i.name().map(|n| n.to_string()))
+            .is_some_and(|n| n == public_name);
+        if pool_only {
+            return Ok(tpool);
+        }
         let public = format!("{}:{} 0", tpool.major, tpool.minor);
         self.ensure(
             vg,
