@@ -188,6 +188,9 @@ pub enum Cmd {
     /// The Kubernetes-backed CSI controller: Identity and Controller on a Unix
     /// socket, placing volumes through LogicalVolume objects.
     Controller(ControllerArgs),
+    /// The kube-scheduler extender: /predicate, /prioritize and /status over HTTP,
+    /// by the capacity the nodes publish.
+    Scheduler(SchedulerArgs),
     /// Print the LogicalVolume CustomResourceDefinition (YAML), as deploy/crd holds it.
     Crd,
     /// Talk to a running `ferrolvm node` as a CSI client would.
@@ -283,6 +286,14 @@ pub struct NodeArgs {
     /// nothing changed (changes are published as the watcher sees them).
     #[arg(long = "capacity-resync", default_value_t = 30)]
     pub capacity_resync: u64,
+    /// Without --standalone: seconds between checks for orphans (an LV
+    /// ferrolvm made that no LogicalVolume asks for, a LogicalVolume whose
+    /// LV is gone), each reported as a Kubernetes Event.
+    #[arg(long = "orphan-check", default_value_t = 300)]
+    pub orphan_check: u64,
+    /// Remove (wipe) orphaned LVs instead of only reporting them.
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
 }
 
 #[derive(Debug, Args)]
@@ -300,4 +311,38 @@ pub struct ControllerArgs {
     /// Seconds that in-flight calls may run after SIGTERM.
     #[arg(long = "shutdown-grace", default_value_t = 20)]
     pub shutdown_grace: u64,
+    /// The namespace of the Lease the replicas elect their leader on.
+    #[arg(long = "leader-election-namespace", default_value = "kube-system")]
+    pub leader_election_namespace: String,
+    /// The Lease's name.
+    #[arg(long = "leader-election-id", default_value = "ferrolvm-controller")]
+    pub leader_election_id: String,
+    /// When a Node is deleted, only release its finalizer: leave its claims
+    /// and LogicalVolumes (TopoLVM's --skip-node-finalize).
+    #[arg(long = "skip-node-finalize")]
+    pub skip_node_finalize: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (kube-scheduler's extender `urlPrefix`).
+    #[arg(long, default_value = "127.0.0.1:9251")]
+    pub listen: std::net::SocketAddr,
+    /// TopoLVM's default-divisor: free GiB are divided by it before log2.
+    #[arg(long = "default-divisor", default_value_t = 1.0)]
+    pub default_divisor: f64,
+    /// A per-class divisor, CLASS=N (repeatable).
+    #[arg(long = "divisor", value_parser = parse_divisor)]
+    pub divisors: Vec<(String, f64)>,
+}
+
+fn parse_divisor(s: &str) -> Result<(String, f64), String> {
+    let (class, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--divisor takes CLASS=N, not {s:?}"))?;
+    let n: f64 = n.parse().map_err(|e| format!("--divisor {s:?}: {e}"))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("--divisor {s:?}: the divisor must be positive"));
+    }
+    Ok((class.to_string(), n))
 }

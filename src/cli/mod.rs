@@ -85,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Lvrename { args } => lv::lvrename(&host, &args),
         Cmd::Node(a) => serve::node(host, a),
         Cmd::Controller(a) => serve::controller(a),
+        Cmd::Scheduler(a) => serve::scheduler(a),
         Cmd::Crd => {
             print!("{}", crate::k8s::crd::crd_yaml());
             Ok(())

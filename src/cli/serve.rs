@@ -12,7 +12,7 @@ use ferrolvm_proto::csi::v1::controller_server::ControllerServer;
 use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
 
-use super::args::{ControllerArgs, NodeArgs};
+use super::args::{ControllerArgs, NodeArgs, SchedulerArgs};
 use super::usage;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -161,6 +161,8 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         shutdown_grace,
         reconcile_concurrency,
         capacity_resync,
+        orphan_check,
+        remove_orphans,
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
     host.lock_wait = Some(NODE_LOCK_WAIT);
@@ -211,6 +213,13 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                 reconcile_concurrency,
                 stopped(stop.clone()),
             )));
+            kube_tasks.push(tokio::spawn(crate::k8s::orphans::watch(
+                client.clone(),
+                engine.clone(),
+                node.clone(),
+                Duration::from_secs(orphan_check.max(1)),
+                remove_orphans,
+            )));
             kube_tasks.push(tokio::spawn(crate::k8s::capacity::publish(
                 client,
                 node.clone(),
@@ -233,6 +242,11 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     served
 }
 
+/// client-go's defaults: a lease not renewed for 15 s may be taken; the
+/// holder renews (and candidates retry) every 2 s.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
 /// How often the controller checks that the API server answers, for Probe.
 const API_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -242,7 +256,19 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         socket_group,
         node_wait,
         shutdown_grace,
+        leader_election_namespace,
+        leader_election_id,
+        skip_node_finalize,
     } = args;
+    let identity = format!(
+        "{}-{}",
+        std::env::var("POD_NAME").unwrap_or_else(|_| std::fs::read_to_string(
+            "/proc/sys/kernel/hostname"
+        )
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferrolvm".into())),
+        std::process::id()
+    );
     let path = socket_path(&csi_endpoint)?;
     let socket_group = socket_group.as_deref().map(group_id).transpose()?;
     let rt = runtime()?;
@@ -267,6 +293,25 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
                 Err("the API server does not answer".to_string())
             }
         });
+        // The cluster-wide loops run on the leader; the CSI service on all.
+        let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::k8s::leader::campaign(
+            client.clone(),
+            leader_election_namespace,
+            leader_election_id,
+            identity,
+            LEASE_DURATION,
+            LEASE_RETRY,
+            leading_tx,
+        ));
+        tokio::spawn(crate::k8s::nodes::run(Arc::new(
+            crate::k8s::nodes::Context {
+                client: client.clone(),
+                driver: crate::csi::PLUGIN_NAME.to_string(),
+                skip_finalize: skip_node_finalize,
+                leading,
+            },
+        )));
         let mut backend = crate::k8s::controller::KubeBackend::new(client);
         backend.wait = Duration::from_secs(node_wait);
         let router = tonic::transport::Server::builder()
@@ -281,6 +326,30 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             stop,
         )
         .await
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+    served
+}
+
+pub fn scheduler(args: SchedulerArgs) -> Result<()> {
+    if !(args.default_divisor > 0.0 && args.default_divisor.is_finite()) {
+        return Err(usage("--default-divisor must be positive"));
+    }
+    let divisors = crate::k8s::extender::Divisors {
+        default: args.default_divisor,
+        per_class: args.divisors.into_iter().collect(),
+    };
+    let rt = runtime()?;
+    let served = rt.block_on(async move {
+        let client = kube_client().await?;
+        let caches = crate::k8s::extender::caches(&client, crate::csi::PLUGIN_NAME);
+        let stop = stop_signal();
+        tokio::select! {
+            r = crate::k8s::extender::serve(args.listen, caches, divisors) => {
+                r.map_err(|e| LvmError::Refused(format!("serving on {}: {e}", args.listen)))
+            }
+            _ = stopped(stop) => Ok(()),
+        }
     });
     rt.shutdown_timeout(Duration::ZERO);
     served

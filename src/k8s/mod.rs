@@ -6,7 +6,11 @@
 pub mod capacity;
 pub mod controller;
 pub mod crd;
+pub mod extender;
+pub mod leader;
 pub mod node;
+pub mod nodes;
+pub mod orphans;
 
 /// Finalizer the node puts on a LogicalVolume before it makes the LV, so
 /// that deleting the object removes the LV first.

@@ -8,6 +8,9 @@
 
 mod controller;
 mod crd;
+mod faults;
+mod node_deletion;
+mod orphans;
 mod provisioning;
 mod scheduling;
 mod snapshots;
@@ -170,14 +173,28 @@ pub fn pod_on(name: &str, claim: &str, node: Option<&str>) -> Pod {
 
 /// Creates claim and pod `name`.
 pub async fn claim_and_pod(c: &Client, name: &str, class: &str, size: &str) {
+    claim_and_pod_by(c, name, class, size, None).await
+}
+
+/// Creates claim and pod `name`, the pod scheduled by `scheduler` (None:
+/// the default scheduler).
+pub async fn claim_and_pod_by(
+    c: &Client,
+    name: &str,
+    class: &str,
+    size: &str,
+    scheduler: Option<&str>,
+) {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
     pvcs.create(&PostParams::default(), &pvc(name, class, size))
         .await
         .unwrap();
-    pods.create(&PostParams::default(), &pod(name, name))
-        .await
-        .unwrap();
+    let mut p = pod(name, name);
+    if let (Some(s), Some(spec)) = (scheduler, p.spec.as_mut()) {
+        spec.scheduler_name = Some(s.to_string());
+    }
+    pods.create(&PostParams::default(), &p).await.unwrap();
 }
 
 /// The claim's bound PV name once it is Bound.

@@ -1,6 +1,7 @@
-//! Capacity-aware scheduling, the talk's demo: kube-scheduler places pods
-//! by the CSIStorageCapacity objects csi-provisioner makes from
-//! GetCapacity, which ferrolvm answers from the room each node publishes.
+//! Capacity-aware scheduling, the talk's demo, twice: kube-scheduler
+//! placing pods by the CSIStorageCapacity objects csi-provisioner makes
+//! from GetCapacity, and a second kube-scheduler asking `ferrolvm
+//! scheduler` (the extender), both from the room each node publishes.
 
 use ferrolvm::k8s::crd::quantity_bytes;
 use k8s_openapi::api::core::v1::Pod;
@@ -8,7 +9,7 @@ use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use crate::{claim_and_pod, client, eventually, remove_all, scheduled_on, vmsh, wipes_done, NS};
+use crate::{claim_and_pod_by, client, eventually, remove_all, scheduled_on, vmsh, wipes_done, NS};
 
 const GIB: u64 = 1 << 30;
 
@@ -37,30 +38,31 @@ async fn seen_by_scheduler(c: &Client, class: &str, node: &str) -> Option<u64> {
 /// node2's VG exhausted by lvm2 in the VM: a claim that fits only node1
 /// lands there; a claim larger than any node leaves its pod Pending with
 /// the scheduler's capacity reason; five claims of 1 GiB all land where the
-/// space is.
-#[tokio::test]
-#[ignore = "needs the cluster: runs under `cargo run -p vm-tests -- cluster-test`"]
-async fn pods_go_where_the_space_is_by_csi_storage_capacity() {
-    let c = client().await;
+/// space is. `scheduler` None is kube-scheduler with CSIStorageCapacity.
+async fn the_demo(c: &Client, prefix: &str, scheduler: Option<&str>, reason: &str) {
     wipes_done("vg2").await;
-    vmsh("lvm lvcreate -q -l 100%FREE -n filler vg2");
-    eventually("the scheduler sees node2 full", 30, || async {
-        (seen_by_scheduler(&c, "ferrolvm-thick", "node2").await? < GIB).then_some(())
-    })
-    .await;
-    eventually("the scheduler sees room on node1", 30, || async {
-        (seen_by_scheduler(&c, "ferrolvm-thick", "node1").await? >= 6 * GIB).then_some(())
-    })
-    .await;
+    // (A filler an earlier failed run left is replaced.)
+    vmsh("lvm lvremove -q -f vg2/filler 2>/dev/null; lvm lvcreate -q -l 100%FREE -n filler vg2");
+    if scheduler.is_none() {
+        eventually("the scheduler sees node2 full", 30, || async {
+            (seen_by_scheduler(c, "ferrolvm-thick", "node2").await? < GIB).then_some(())
+        })
+        .await;
+        eventually("the scheduler sees room on node1", 30, || async {
+            (seen_by_scheduler(c, "ferrolvm-thick", "node1").await? >= 6 * GIB).then_some(())
+        })
+        .await;
+    }
+    let fit = format!("{prefix}-fit");
+    claim_and_pod_by(c, &fit, "ferrolvm-thick", "1Gi", scheduler).await;
+    crate::bound(c, &fit, 120).await;
+    assert_eq!(scheduled_on(c, &fit, 60).await, "node1");
 
-    claim_and_pod(&c, "sched-fit", "ferrolvm-thick", "1Gi").await;
-    crate::bound(&c, "sched-fit", 120).await;
-    assert_eq!(scheduled_on(&c, "sched-fit", 60).await, "node1");
-
-    claim_and_pod(&c, "sched-huge", "ferrolvm-thick", "100Gi").await;
+    let huge = format!("{prefix}-huge");
+    claim_and_pod_by(c, &huge, "ferrolvm-thick", "100Gi", scheduler).await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
     let why = eventually("the huge pod is unschedulable", 60, || async {
-        let p = pods.get("sched-huge").await.ok()?;
+        let p = pods.get(&huge).await.ok()?;
         let cond = p
             .status?
             .conditions?
@@ -69,12 +71,9 @@ async fn pods_go_where_the_space_is_by_csi_storage_capacity() {
         cond.message
     })
     .await;
-    assert!(
-        why.contains("did not have enough free storage"),
-        "the scheduler's reason: {why}"
-    );
+    assert!(why.contains(reason), "the scheduler's reason: {why}");
     assert!(pods
-        .get("sched-huge")
+        .get(&huge)
         .await
         .unwrap()
         .spec
@@ -82,17 +81,68 @@ async fn pods_go_where_the_space_is_by_csi_storage_capacity() {
         .node_name
         .is_none());
 
-    let five: Vec<String> = (1..=5).map(|i| format!("sched-five-{i}")).collect();
+    let five: Vec<String> = (1..=5).map(|i| format!("{prefix}-five-{i}")).collect();
     for n in &five {
-        claim_and_pod(&c, n, "ferrolvm-thick", "1Gi").await;
+        claim_and_pod_by(c, n, "ferrolvm-thick", "1Gi", scheduler).await;
     }
     for n in &five {
-        crate::bound(&c, n, 120).await;
-        assert_eq!(scheduled_on(&c, n, 60).await, "node1", "{n}");
+        crate::bound(c, n, 120).await;
+        assert_eq!(scheduled_on(c, n, 60).await, "node1", "{n}");
     }
 
-    let mut all = vec!["sched-fit", "sched-huge"];
+    let mut all = vec![fit.as_str(), huge.as_str()];
     all.extend(five.iter().map(String::as_str));
-    remove_all(&c, &all).await;
+    remove_all(c, &all).await;
     vmsh("lvm lvremove -q -f vg2/filler");
+}
+
+#[tokio::test]
+#[ignore = "needs the cluster: runs under `cargo run -p vm-tests -- cluster-test`"]
+async fn pods_go_where_the_space_is_by_csi_storage_capacity() {
+    let c = client().await;
+    the_demo(&c, "sched", None, "did not have enough free storage").await;
+}
+
+/// The same with the extender: the CSIDriver's `storageCapacity` turned off
+/// (the extender form's deployment), pods with `schedulerName:
+/// ferrolvm-extender`; the huge pod's reason is the extender's.
+#[tokio::test]
+#[ignore = "needs the cluster: runs under `cargo run -p vm-tests -- cluster-test`"]
+async fn pods_go_where_the_space_is_by_the_extender() {
+    use k8s_openapi::api::storage::v1::CSIDriver;
+    use kube::api::{Patch, PatchParams};
+    let c = client().await;
+    let status = std::net::TcpStream::connect(
+        std::env::var("FERROLVM_EXTENDER").expect("FERROLVM_EXTENDER"),
+    )
+    .and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .expect("the extender answers");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let drivers: Api<CSIDriver> = Api::all(c.clone());
+    let capacity = |on: bool| serde_json::json!({ "spec": { "storageCapacity": on } });
+    drivers
+        .patch(
+            "ferrolvm.io",
+            &PatchParams::default(),
+            &Patch::Merge(capacity(false)),
+        )
+        .await
+        .unwrap();
+    // kube-scheduler's informer must see the change before the first pod.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    the_demo(&c, "ext", Some("ferrolvm-extender"), "ferrolvm:").await;
+    drivers
+        .patch(
+            "ferrolvm.io",
+            &PatchParams::default(),
+            &Patch::Merge(capacity(true)),
+        )
+        .await
+        .unwrap();
 }

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use crate::image;
 
 mod nodes;
-pub use nodes::{guest_data, AGENT_PORT, GUEST_SCRIPT};
+pub use nodes::{
+    guest_data, AGENT_PORT, DEMO, EXTENDER_PORT, EXTENDER_SCHEDULER_PORT, GUEST_SCRIPT,
+};
 
 pub const API_PORT: u16 = 16443;
 const ETCD_CLIENT: u16 = 12379;
@@ -158,6 +160,24 @@ fn kubeconfig_yaml(dir: &Path) -> String {
     )
 }
 
+/// The flags a control-plane component serves its health and metrics with:
+/// delegated authentication and authorization, on 127.0.0.1:`port`.
+pub(crate) fn serving_flags(kubeconfig: &str, port: u16) -> Vec<String> {
+    [
+        "--authentication-kubeconfig",
+        kubeconfig,
+        "--authorization-kubeconfig",
+        kubeconfig,
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        &port.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -176,6 +196,8 @@ impl Cluster {
             SCHEDULER_PORT,
             CONTROLLER_MANAGER_PORT,
             AGENT_PORT,
+            EXTENDER_PORT,
+            EXTENDER_SCHEDULER_PORT,
         ] {
             if !port_is_free(port) {
                 return Err(format!(
@@ -255,52 +277,52 @@ impl Cluster {
         )?;
         c.wait_ready("/readyz", Duration::from_secs(90))?;
         let kc = kubeconfig.display().to_string();
-        c.spawn(
-            "kube-scheduler",
-            &[
-                "--kubeconfig",
-                &kc,
-                "--authentication-kubeconfig",
-                &kc,
-                "--authorization-kubeconfig",
-                &kc,
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                &SCHEDULER_PORT.to_string(),
-                "--leader-elect=false",
-            ],
-        )?;
-        c.spawn(
-            "kube-controller-manager",
-            &[
-                "--kubeconfig",
-                &kc,
-                "--authentication-kubeconfig",
-                &kc,
-                "--authorization-kubeconfig",
-                &kc,
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                &CONTROLLER_MANAGER_PORT.to_string(),
-                "--leader-elect=false",
-                "--use-service-account-credentials=false",
-                "--service-account-private-key-file",
-                &d("sa.key"),
-                "--root-ca-file",
-                &d("ca.crt"),
-                // No kubelets: Nodes would be tainted unreachable.
-                "--controllers",
-                "*,-node-lifecycle-controller,-node-ipam-controller",
-            ],
-        )?;
+        let mut args = vec!["--kubeconfig", &kc, "--leader-elect=false"];
+        let serving = serving_flags(&kc, SCHEDULER_PORT);
+        args.extend(serving.iter().map(String::as_str));
+        c.spawn("kube-scheduler", &args)?;
+        let serving = serving_flags(&kc, CONTROLLER_MANAGER_PORT);
+        let (sa_key, ca) = (d("sa.key"), d("ca.crt"));
+        let mut args: Vec<&str> = serving.iter().map(String::as_str).collect();
+        args.extend([
+            "--kubeconfig",
+            &kc,
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--service-account-private-key-file",
+            &sa_key,
+            "--root-ca-file",
+            &ca,
+            // No kubelets: Nodes would be tainted unreachable.
+            "--controllers",
+            "*,-node-lifecycle-controller,-node-ipam-controller",
+        ]);
+        c.spawn("kube-controller-manager", &args)?;
         Ok(c)
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(name);
         self.spawn_exe(name, &exe, args, &[])
+    }
+
+    /// Like [`Self::spawn_exe`], restarted whenever it exits, as kubelet
+    /// restarts a pod's container (the CSI sidecars exit when they lose
+    /// the driver; the fault tests kill the controller). The running
+    /// process's pid is kept in `name.pid`.
+    fn spawn_supervised(
+        &mut self,
+        name: &str,
+        exe: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(), String> {
+        const SUPERVISE: &str = "trap 'kill $pid 2>/dev/null; exit 0' TERM\npidfile=$1; shift\nwhile :; do\n  \"$@\" & pid=$!\n  echo $pid > \"$pidfile\"\n  wait $pid\n  echo \"vm-tests: $1 exited ($?); restarting\" >&2\n  sleep 0.5\ndone\n";
+        let pid_file = self.dir.join(format!("{name}.pid")).display().to_string();
+        let exe = exe.display().to_string();
+        let mut all = vec!["-c", SUPERVISE, "supervise", &pid_file, &exe];
+        all.extend_from_slice(args);
+        self.spawn_exe(name, Path::new("/bin/bash"), &all, env)
     }
 
     /// Starts `exe` as the harness's child `name`, logging to `name.log`.
@@ -389,6 +411,11 @@ impl Cluster {
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("FERROLVM_KUBECTL", self.bin.join("kubectl"))
             .env("FERROLVM_VMSH", self.dir.join("bin/vmsh"))
+            .env("FERROLVM_EXTENDER", format!("127.0.0.1:{EXTENDER_PORT}"))
+            .env(
+                "FERROLVM_CONTROLLER_PID",
+                self.dir.join("ferrolvm-controller.pid"),
+            )
             .env("PATH", path);
     }
 }
@@ -420,7 +447,12 @@ pub fn run_suite(c: &mut Cluster, exe: &Path) -> Result<(bool, Vec<String>), Str
 pub fn run_script(c: &mut Cluster, script: &Path) -> Result<bool, String> {
     let mut cmd = Command::new("bash");
     cmd.arg(script);
-    c.environment(&mut cmd);
+    run_command(c, &mut cmd)
+}
+
+/// Runs `cmd` in the cluster's environment; whether it succeeded.
+pub fn run_command(c: &mut Cluster, cmd: &mut Command) -> Result<bool, String> {
+    c.environment(cmd);
     let status = cmd.status().map_err(|e| e.to_string())?;
     c.check_alive()?;
     Ok(status.success())

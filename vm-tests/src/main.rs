@@ -10,7 +10,9 @@
 //! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
 //! - `cluster-test`: the Kubernetes suite (`tests/cluster.rs`) against a real
 //!   control plane on 127.0.0.1 (see `cluster.rs`).
-//! - `cluster-script FILE`: FILE run by bash while that control plane is up.
+//! - `cluster-script FILE`: FILE run by bash while that cluster is up.
+//! - `cluster-demo`: the talk's demo (capacity-aware scheduling) on it.
+//! - `cluster-bench [N]`: N claims with pods at once on it (`benches/vm_cluster.rs`).
 
 mod agent;
 mod cluster;
@@ -331,6 +333,23 @@ fn main() -> ExitCode {
             }),
             None => Err("usage: vm-tests cluster-script FILE".into()),
         },
+        Some("cluster-bench") => with_cluster(&["vm_cluster"]).and_then(|(mut c, bins)| {
+            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
+            let mut cmd = std::process::Command::new(&bins[0].1);
+            cmd.arg(n);
+            match cluster::run_command(&mut c, &mut cmd)? {
+                true => Ok(()),
+                false => Err("the cluster benchmark failed".into()),
+            }
+        }),
+        Some("cluster-demo") => with_cluster(&[]).and_then(|(mut c, _)| {
+            let script = cache_dir().join("cluster-demo.sh");
+            std::fs::write(&script, cluster::DEMO).map_err(|e| e.to_string())?;
+            match cluster::run_script(&mut c, &script)? {
+                true => Ok(()),
+                false => Err("the cluster demo failed".into()),
+            }
+        }),
         // Inside the cluster VM: the guest half of vmsh.
         Some("agent") => match args.get(1).and_then(|p| p.parse().ok()) {
             Some(port) => agent::serve(port),
@@ -403,7 +422,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | csi-sanity"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo"
                 .into(),
         ),
     };

@@ -8,6 +8,6 @@ KUBECONFIG=/etc/ferrolvm/kubeconfig RUST_LOG=${RUST_LOG:-info} \
   setsid /usr/local/bin/ferrolvm --devices "$dev" node --node-name node$n \
   --config /etc/ferrolvm/node$n.yaml \
   --csi-endpoint unix:///run/ferrolvm/node$n.sock \
-  --kubelet-dir /var/lib/kubelet-node$n \
+  --kubelet-dir /var/lib/kubelet-node$n --orphan-check 3 \
   >>/run/ferrolvm/node$n.log 2>&1 </dev/null &
 echo $! > /run/ferrolvm/node$n.pid

@@ -25,10 +25,15 @@ pub const DRIVER: &str = "ferrolvm.io";
 const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
 /// (node, VG) pairs in the VM.
 pub const NODES: [(&str, &str); 2] = [("node1", "vg1"), ("node2", "vg2")];
+/// `ferrolvm scheduler` (the extender) and the kube-scheduler that uses it.
+pub const EXTENDER_PORT: u16 = 19251;
+pub const EXTENDER_SCHEDULER_PORT: u16 = 20261;
 /// How often csi-provisioner refreshes CSIStorageCapacity (production: 1m).
 const CAPACITY_POLL: &str = "2s";
 
 pub const GUEST_SCRIPT: &str = include_str!("guest.sh");
+/// The talk's demo, run on the host by `cluster-demo`.
+pub const DEMO: &str = include_str!("demo.sh");
 const NODE_START: &str = include_str!("node-start.sh");
 
 /// Node N's device classes: `thick` (default, nothing kept spare) and
@@ -258,12 +263,15 @@ impl Cluster {
         let endpoint = format!("unix://{}", sock.display());
         let kc = self.kubeconfig.display().to_string();
         let kcv = kc.clone();
-        self.spawn_exe(
+        // Restarted when it dies, as its Deployment would restart it: the
+        // fault tests kill it (its pid is in ferrolvm-controller.pid).
+        self.spawn_supervised(
             "ferrolvm-controller",
             ferrolvm,
             &["controller", "--csi-endpoint", &endpoint],
             &[("KUBECONFIG", &kcv), ("RUST_LOG", "info")],
         )?;
+        let ferrolvm = ferrolvm.display().to_string();
         let start = Instant::now();
         while !sock.exists() {
             self.check_alive()?;
@@ -274,7 +282,7 @@ impl Cluster {
         }
         let addr = sock.display().to_string();
         let poll = format!("--capacity-poll-interval={CAPACITY_POLL}");
-        self.spawn_exe(
+        self.spawn_supervised(
             "csi-provisioner",
             &self.bin.join("csi-provisioner"),
             &[
@@ -299,9 +307,36 @@ impl Cluster {
             &["--kubeconfig", &kc, "--leader-election=false", "--v=3"],
             &[],
         )?;
+        // The extender, and a second kube-scheduler (profile
+        // `ferrolvm-extender`) that asks it: pods choose it by schedulerName.
+        let listen = format!("127.0.0.1:{EXTENDER_PORT}");
+        self.spawn_exe(
+            "ferrolvm-scheduler",
+            &PathBuf::from(&ferrolvm),
+            &["scheduler", "--listen", &listen],
+            &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
+        )?;
+        let config = self.dir.join("extender-scheduler.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\nclientConnection:\n  kubeconfig: {kc}\nprofiles:\n- schedulerName: ferrolvm-extender\nextenders:\n- urlPrefix: http://{listen}\n  filterVerb: predicate\n  prioritizeVerb: prioritize\n  weight: 1\n  nodeCacheCapable: false\n  enableHTTPS: false\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let config = config.display().to_string();
+        let serving = super::serving_flags(&kc, EXTENDER_SCHEDULER_PORT);
+        let mut args = vec!["--config", config.as_str()];
+        args.extend(serving.iter().map(String::as_str));
+        self.spawn_exe(
+            "kube-scheduler-extender",
+            &self.bin.join("kube-scheduler"),
+            &args,
+            &[],
+        )?;
         // The snapshotter and the resizer take the same flags.
         for sidecar in ["csi-snapshotter", "csi-resizer"] {
-            self.spawn_exe(
+            self.spawn_supervised(
                 sidecar,
                 &self.bin.join(sidecar),
                 &[
