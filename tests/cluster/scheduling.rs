@@ -146,3 +146,34 @@ async fn pods_go_where_the_space_is_by_the_extender() {
         .await
         .unwrap();
 }
+
+/// StorageCapacityScoring (beta and on by default in Kubernetes 1.37, no
+/// flag set here): with room on both nodes but more on node1, the default
+/// kube-scheduler scores node1 higher from the CSIStorageCapacity objects
+/// — each of three claims, made one after the other, lands on node1, which
+/// stays the roomier.
+#[tokio::test]
+#[ignore = "needs the cluster: runs under `cargo run -p vm-tests -- cluster-test`"]
+async fn the_scheduler_prefers_the_node_with_more_room() {
+    let c = client().await;
+    wipes_done("vg1").await;
+    wipes_done("vg2").await;
+    vmsh("lvm lvremove -q -f vg2/filler 2>/dev/null; lvm lvcreate -q -L 5g -n filler vg2");
+    eventually("the scheduler sees node2 with 2 GiB", 30, || async {
+        (seen_by_scheduler(&c, "ferrolvm-thick", "node2").await? < 3 * GIB).then_some(())
+    })
+    .await;
+    eventually("the scheduler sees room on node1", 30, || async {
+        (seen_by_scheduler(&c, "ferrolvm-thick", "node1").await? >= 6 * GIB).then_some(())
+    })
+    .await;
+    let names: Vec<String> = (1..=3).map(|i| format!("score-{i}")).collect();
+    for n in &names {
+        claim_and_pod_by(&c, n, "ferrolvm-thick", "1Gi", None).await;
+        crate::bound(&c, n, 120).await;
+        assert_eq!(scheduled_on(&c, n, 60).await, "node1", "{n}");
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    remove_all(&c, &refs).await;
+    vmsh("lvm lvremove -q -f vg2/filler");
+}
