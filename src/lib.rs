@@ -15,4 +15,5 @@ pub mod cli;
 pub mod csi;
 pub mod k8s;
 pub mod lvm;
+pub mod metrics;
 pub mod node;

@@ -191,7 +191,7 @@ pub enum Cmd {
     /// The kube-scheduler extender: /predicate, /prioritize and /status over HTTP,
     /// by the capacity the nodes publish.
     Scheduler(SchedulerArgs),
-    /// Print the LogicalVolume CustomResourceDefinition (YAML), as deploy/crd holds it.
+    /// Print the LogicalVolume CustomResourceDefinition (YAML), as the chart's crds/ holds it.
     Crd,
     /// Talk to a running `ferrolvm node` as a CSI client would.
     Csi {
@@ -294,6 +294,10 @@ pub struct NodeArgs {
     /// Remove (wipe) orphaned LVs instead of only reporting them.
     #[arg(long = "remove-orphans")]
     pub remove_orphans: bool,
+    /// Where /metrics, /healthz and /readyz are served (the chart passes
+    /// the pod's IP).
+    #[arg(long = "metrics-listen", default_value = "127.0.0.1:8080")]
+    pub metrics_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +325,9 @@ pub struct ControllerArgs {
     /// and LogicalVolumes (TopoLVM's --skip-node-finalize).
     #[arg(long = "skip-node-finalize")]
     pub skip_node_finalize: bool,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long = "metrics-listen", default_value = "127.0.0.1:8081")]
+    pub metrics_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -117,7 +117,7 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 async fn serve_until_stopped(
     path: &std::path::Path,
     socket_group: Option<u32>,
-    router: tonic::transport::server::Router,
+    router: crate::csi::Router,
     grace: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
@@ -163,6 +163,7 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         capacity_resync,
         orphan_check,
         remove_orphans,
+        metrics_listen,
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
     host.lock_wait = Some(NODE_LOCK_WAIT);
@@ -191,7 +192,15 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     let rt = runtime()?;
     let served = rt.block_on(async move {
         let stop = stop_signal();
+        let counters = crate::metrics::node::NodeCounters::default();
+        let endpoints = Arc::new(crate::metrics::node::NodeEndpoints {
+            node: node.clone(),
+            engine: engine.clone(),
+            counters: counters.clone(),
+        });
+        let metrics = tokio::spawn(crate::metrics::http::serve(metrics_listen, endpoints));
         let mut router = tonic::transport::Server::builder()
+            .layer(counters.csi.layer())
             .add_service(IdentityServer::new(IdentityService::new(probe, standalone)))
             .add_service(NodeServer::new(NodeService {
                 backend: engine.clone(),
@@ -207,7 +216,12 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
             }));
         } else {
             let client = kube_client().await?;
-            let ctx = crate::k8s::node::Context::new(client.clone(), engine.clone(), node.clone());
+            let ctx = crate::k8s::node::Context::new(
+                client.clone(),
+                engine.clone(),
+                node.clone(),
+                counters.clone(),
+            );
             kube_tasks.push(tokio::spawn(crate::k8s::node::run(
                 ctx,
                 reconcile_concurrency,
@@ -219,6 +233,7 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                 node.clone(),
                 Duration::from_secs(orphan_check.max(1)),
                 remove_orphans,
+                counters.clone(),
             )));
             kube_tasks.push(tokio::spawn(crate::k8s::capacity::publish(
                 client,
@@ -230,6 +245,7 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         }
         tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");
         let served = serve_until_stopped(&path, socket_group, router, grace, stop).await;
+        metrics.abort();
         for t in kube_tasks {
             t.abort();
         }
@@ -259,6 +275,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         leader_election_namespace,
         leader_election_id,
         skip_node_finalize,
+        metrics_listen,
     } = args;
     let identity = format!(
         "{}-{}",
@@ -286,15 +303,23 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
                 tokio::time::sleep(API_CHECK_EVERY).await;
             }
         });
-        let probe = Arc::new(move || {
+        let api_up = move || {
             if reachable.load(std::sync::atomic::Ordering::Relaxed) {
                 Ok(())
             } else {
                 Err("the API server does not answer".to_string())
             }
-        });
+        };
         // The cluster-wide loops run on the leader; the CSI service on all.
         let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        let csi = crate::metrics::grpc::CsiMetrics::default();
+        let endpoints = Arc::new(crate::metrics::controller::ControllerEndpoints {
+            csi: csi.clone(),
+            leading: leading.clone(),
+            api_up: Box::new(api_up.clone()),
+        });
+        tokio::spawn(crate::metrics::http::serve(metrics_listen, endpoints));
+        let probe = Arc::new(api_up);
         tokio::spawn(crate::k8s::leader::campaign(
             client.clone(),
             leader_election_namespace,
@@ -315,6 +340,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         let mut backend = crate::k8s::controller::KubeBackend::new(client);
         backend.wait = Duration::from_secs(node_wait);
         let router = tonic::transport::Server::builder()
+            .layer(csi.layer())
             .add_service(IdentityServer::new(IdentityService::new(probe, true)))
             .add_service(ControllerServer::new(ControllerService { backend }));
         tracing::info!(endpoint = %path.display(), "serving the CSI controller");
@@ -343,9 +369,15 @@ pub fn scheduler(args: SchedulerArgs) -> Result<()> {
     let served = rt.block_on(async move {
         let client = kube_client().await?;
         let caches = crate::k8s::extender::caches(&client, crate::csi::PLUGIN_NAME);
+        let metrics = crate::metrics::extender::ExtenderEndpoints::default();
+        let (synced, c) = (metrics.synced.clone(), caches.clone());
+        tokio::spawn(async move {
+            c.synced().await;
+            synced.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         let stop = stop_signal();
         tokio::select! {
-            r = crate::k8s::extender::serve(args.listen, caches, divisors) => {
+            r = crate::k8s::extender::serve(args.listen, caches, divisors, metrics) => {
                 r.map_err(|e| LvmError::Refused(format!("serving on {}: {e}", args.listen)))
             }
             _ = stopped(stop) => Ok(()),

@@ -103,6 +103,7 @@ mod tests {
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
+            .layer(crate::metrics::grpc::CsiMetrics::default().layer())
             .add_service(IdentityServer::new(IdentityService::new(probe, true)));
         let server = tokio::spawn({
             let sock = sock.clone();

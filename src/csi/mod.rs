@@ -45,10 +45,15 @@ pub async fn unix_channel(
 
 /// Serves `router` on the Unix socket at `path` (see [`bind_socket`]) until
 /// `shutdown` completes; in-flight calls finish first.
+/// A CSI server's routes, every call counted (`metrics::grpc`).
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<crate::metrics::grpc::CountLayer, tower::layer::util::Identity>,
+>;
+
 pub async fn serve_unix(
     path: &Path,
     group: Option<u32>,
-    router: tonic::transport::server::Router,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = bind_socket(path, group)?;

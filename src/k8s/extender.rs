@@ -200,6 +200,15 @@ pub fn caches(client: &Client, driver: &str) -> Caches {
 }
 
 impl Caches {
+    /// Resolves once every cache has listed.
+    pub async fn synced(&self) {
+        let _ = self.claims.wait_until_ready().await;
+        let _ = self.classes.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+    }
+}
+
+impl Caches {
     /// What `pod` asks of ferrolvm: its claims not yet bound whose
     /// StorageClass is this driver's.
     pub fn asks(&self, pod: &Pod) -> Asks {
@@ -301,13 +310,15 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     caches: Caches,
     divisors: Divisors,
+    metrics: crate::metrics::extender::ExtenderEndpoints,
 ) -> std::io::Result<()> {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     use hyper::{Method, Request, Response, StatusCode};
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving the scheduler extender");
-    let state = Arc::new((caches, divisors));
+    tracing::info!(%addr, "serving the scheduler extender, /metrics, /healthz and /readyz");
+    let endpoints: Arc<dyn crate::metrics::http::Endpoints> = Arc::new(metrics.clone());
+    let state = Arc::new((caches, divisors, metrics, endpoints));
     loop {
         let (stream, _) = listener.accept().await?;
         let state = state.clone();
@@ -315,9 +326,13 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 async move {
-                    let (caches, divisors) = &*state;
+                    let (caches, divisors, metrics, endpoints) = &*state;
                     let path = req.uri().path().to_string();
                     let method = req.method().clone();
+                    if let Some(r) = crate::metrics::http::answer(endpoints, &method, &path).await {
+                        return Ok::<_, std::convert::Infallible>(r);
+                    }
+                    let started = std::time::Instant::now();
                     let body = req.into_body().collect().await.map(|b| b.to_bytes());
                     let reply = |code: StatusCode, body: String| {
                         Response::builder()
@@ -335,29 +350,54 @@ pub async fn serve(
                             reply(StatusCode::OK, "{\"status\":\"ok\"}".into())
                         }
                         (Method::POST, "/predicate") => match args() {
-                            Ok(a) => reply(
-                                StatusCode::OK,
-                                serde_json::to_string(&caches.predicate(&a)).unwrap_or_default(),
-                            ),
-                            Err(e) => reply(
-                                StatusCode::BAD_REQUEST,
-                                serde_json::to_string(&FilterResult {
-                                    error: e,
-                                    ..Default::default()
-                                })
-                                .unwrap_or_default(),
-                            ),
+                            Ok(a) => {
+                                let answer = caches.predicate(&a);
+                                let result = if answer.failed_nodes.is_empty() {
+                                    "ok"
+                                } else {
+                                    "refused"
+                                };
+                                metrics.answered(
+                                    "predicate",
+                                    result,
+                                    started.elapsed().as_secs_f64(),
+                                );
+                                reply(
+                                    StatusCode::OK,
+                                    serde_json::to_string(&answer).unwrap_or_default(),
+                                )
+                            }
+                            Err(e) => {
+                                metrics.answered("predicate", "bad_request", 0.0);
+                                reply(
+                                    StatusCode::BAD_REQUEST,
+                                    serde_json::to_string(&FilterResult {
+                                        error: e,
+                                        ..Default::default()
+                                    })
+                                    .unwrap_or_default(),
+                                )
+                            }
                         },
                         (Method::POST, "/prioritize") => match args() {
-                            Ok(a) => reply(
-                                StatusCode::OK,
-                                serde_json::to_string(&caches.prioritize(&a, divisors))
-                                    .unwrap_or_default(),
-                            ),
-                            Err(e) => reply(
-                                StatusCode::BAD_REQUEST,
-                                serde_json::json!({ "error": e }).to_string(),
-                            ),
+                            Ok(a) => {
+                                let answer =
+                                    serde_json::to_string(&caches.prioritize(&a, divisors))
+                                        .unwrap_or_default();
+                                metrics.answered(
+                                    "prioritize",
+                                    "ok",
+                                    started.elapsed().as_secs_f64(),
+                                );
+                                reply(StatusCode::OK, answer)
+                            }
+                            Err(e) => {
+                                metrics.answered("prioritize", "bad_request", 0.0);
+                                reply(
+                                    StatusCode::BAD_REQUEST,
+                                    serde_json::json!({ "error": e }).to_string(),
+                                )
+                            }
                         },
                         _ => reply(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".into()),
                     };

@@ -17,9 +17,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::crd::{bytes_quantity, quantity_bytes, AccessType, LogicalVolume, LogicalVolumeStatus};
 use super::LV_FINALIZER;
@@ -101,19 +102,48 @@ pub struct Context {
     pub lvs: Api<LogicalVolume>,
     /// Consecutive failures per object, for the back-off.
     failures: Mutex<HashMap<String, u32>>,
-    /// Failures by kind since start (for the metrics of issue 10).
-    pub failures_by_kind: Mutex<HashMap<&'static str, u64>>,
+    /// Failures by kind, for /metrics.
+    pub counters: crate::metrics::node::NodeCounters,
+    recorder: Recorder,
 }
 
 impl Context {
-    pub fn new(client: Client, engine: Arc<NodeEngine>, node: String) -> Arc<Context> {
+    pub fn new(
+        client: Client,
+        engine: Arc<NodeEngine>,
+        node: String,
+        counters: crate::metrics::node::NodeCounters,
+    ) -> Arc<Context> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "ferrolvm-node".into(),
+                instance: Some(node.clone()),
+            },
+        );
         Arc::new(Context {
             engine,
             node,
             lvs: Api::all(client),
             failures: Mutex::default(),
-            failures_by_kind: Mutex::default(),
+            counters,
+            recorder,
         })
+    }
+
+    /// A Warning Event on the object: what an operator must see on
+    /// `kubectl describe logicalvolume` without reading node logs.
+    async fn warn(&self, lv: &LogicalVolume, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &lv.object_ref(&())).await {
+            tracing::warn!(%e, reason, "publishing an Event failed");
+        }
     }
 }
 
@@ -211,6 +241,7 @@ async fn apply(lv: Arc<LogicalVolume>, ctx: &Context) -> Result<Action, Reconcil
             }
             Err(e) if reported(&e) => {
                 tracing::warn!(lv = %name, %e, "refused");
+                ctx.warn(&lv, "CreateRefused", e.message.clone()).await;
                 let refused = LogicalVolumeStatus {
                     code: grpc_code(e.kind),
                     message: Some(e.message),
@@ -237,6 +268,7 @@ async fn apply(lv: Arc<LogicalVolume>, ctx: &Context) -> Result<Action, Reconcil
                     Ok(Action::await_change())
                 }
                 Err(e) if reported(&e) => {
+                    ctx.warn(&lv, "ExpandFailed", e.message.clone()).await;
                     let failed = LogicalVolumeStatus {
                         code: grpc_code(e.kind),
                         message: Some(e.message),
@@ -321,11 +353,7 @@ fn backoff(failures: u32) -> Duration {
 
 fn error_policy(lv: Arc<LogicalVolume>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     let name = lv.name_any();
-    *ctx.failures_by_kind
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(err.kind())
-        .or_default() += 1;
+    ctx.counters.reconcile_failed(err.kind());
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let n = failures.entry(name.clone()).or_default();
     let wait = backoff(*n);

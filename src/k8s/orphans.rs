@@ -85,6 +85,7 @@ pub async fn watch(
     node: String,
     every: Duration,
     remove: bool,
+    counters: crate::metrics::node::NodeCounters,
 ) {
     let lvs: Api<LogicalVolume> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
@@ -118,6 +119,7 @@ pub async fn watch(
             Err(_) => continue,
         };
         let found = find(&objects, &disk);
+        counters.orphans_found(found.volumes.len(), found.objects.len());
         let mut now = BTreeSet::new();
         let node_ref = match nodes.get_opt(&node).await {
             Ok(Some(n)) => Some(n.object_ref(&())),

@@ -17,6 +17,7 @@ pub mod pv_vg;
 pub mod scan;
 pub mod session;
 pub mod size;
+pub mod stats;
 pub mod volumes;
 
 pub use error::{LvmError, Result};

@@ -264,6 +264,7 @@ impl<'h> Session<'h> {
     /// Commits `vg` as the successor of the current state, then re-reads the
     /// VG's devices: the mda headers have moved on.
     pub fn commit(&mut self, mut vg: Vg, description: String) -> Result<()> {
+        let started = std::time::Instant::now();
         let writes = plan_vg_commit(
             &self.scan,
             &mut vg,
@@ -280,6 +281,7 @@ impl<'h> Session<'h> {
                 vg.name, vg.seqno
             )));
         }
+        super::stats::commit_took(&vg.name, started.elapsed());
         self.vg = vg;
         Ok(())
     }

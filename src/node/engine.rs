@@ -12,6 +12,7 @@
 //!   (`wipe.rs`).
 
 mod create;
+pub mod report;
 mod snapshots;
 pub mod wipe;
 
@@ -27,6 +28,7 @@ use crate::lvm::host::Host;
 use crate::lvm::volumes;
 use crate::lvm::LvmError;
 use create::VgQueue;
+pub use create::BATCH_SIZES;
 
 pub struct NodeEngine {
     host: Host,

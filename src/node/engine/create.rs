@@ -25,6 +25,27 @@ pub(super) struct Job {
     reply: mpsc::Sender<Result<Volume, VolumeError>>,
 }
 
+/// Creates per group commit, by VG: how much concurrent callers share.
+pub static BATCH_SIZES: std::sync::LazyLock<crate::lvm::stats::Histograms> =
+    std::sync::LazyLock::new(|| {
+        prometheus_client::metrics::family::Family::new_with_constructor(batch_buckets as fn() -> _)
+    });
+
+/// 1, 2, 4, … 128 creates in one commit.
+fn batch_buckets() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8),
+    )
+}
+
+fn batch_of(vg: &str, jobs: usize) {
+    BATCH_SIZES
+        .get_or_create(&crate::lvm::stats::VgLabels {
+            volume_group: vg.to_string(),
+        })
+        .observe(jobs as f64);
+}
+
 #[derive(Default)]
 pub(super) struct VgQueue {
     pub(super) pending: Mutex<Vec<Job>>,
@@ -84,6 +105,7 @@ impl NodeEngine {
     fn run_batch(&self, jobs: Vec<Job>) {
         let Some(first) = jobs.first() else { return };
         let vg_name = first.class.volume_group.clone();
+        batch_of(&vg_name, jobs.len());
         let mut s = match Session::open(&self.host, &vg_name) {
             Ok(s) => s,
             Err(e) => {

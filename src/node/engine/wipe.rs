@@ -40,7 +40,7 @@ pub fn wiping(vg: &Vg) -> Vec<(String, Wipe, u64)> {
 
 impl NodeEngine {
     /// The VGs of this node's device classes, each once.
-    fn volume_groups(&self) -> Vec<&str> {
+    pub(super) fn volume_groups(&self) -> Vec<&str> {
         let mut vgs: Vec<&str> = self
             .config
             .device_classes
