@@ -7,10 +7,11 @@ set -euo pipefail
 # lvm2 and the thin tools to compare against; libdevmapper-dev, pkg-config
 # and libclang to build the devicemapper crate; QEMU, busybox and the
 # filesystem tools for the VM; openssl (certificates) and jq (Go module
-# metadata) for the cluster harness.
+# metadata) for the cluster harness; musl-tools and buildah for the
+# container image (a static binary, built into an image without a daemon).
 FERROLVM_PACKAGES=(lvm2 thin-provisioning-tools util-linux dmsetup libdevmapper-dev pkg-config
   libclang-dev qemu-system-x86 busybox-static e2fsprogs xfsprogs btrfs-progs binutils
-  openssl jq)
+  openssl jq musl-tools buildah)
 
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (apt-get, loop devices)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test CI runs (.ci/run calls this): installs what is missing, checks
-# style, runs the host suite, the device-mapper suite and csi-sanity in the
-# VM, the Kubernetes suite against a real control plane, and a bounded
+# style, runs the host suite, builds and checks the container image, runs
+# the device-mapper suite and csi-sanity in the VM, the Kubernetes suite
+# (the Helm chart, its RBAC and /metrics included) against a real control
+# plane, and a bounded
 # fuzzing pass; ends with one `N passed, N failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,9 @@ cargo clippy --workspace --all-targets --release -q -- -D warnings
 
 echo "== host: unit, property, golden, interop, crash and tidy tests"
 cargo test --workspace --release 2>&1 | tee -a "$log"
+
+echo "== image: static musl build, buildah FROM scratch, the image runs ferrolvm --version"
+bash scripts/image.sh
 
 echo "== VM: the device-mapper suite on a real kernel (QEMU TCG), side by side with lvm2"
 cargo run --release -q -p vm-tests -- test 2>&1 | tee -a "$log"
