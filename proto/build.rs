@@ -4,8 +4,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let csi = dir.join("csi.proto");
+    // kubelet's plugin registration, which `ferrolvm node` serves itself.
+    let registration = dir.join("pluginregistration/api.proto");
     println!("cargo:rerun-if-changed={}", csi.display());
-    let fds = protox::compile([&csi], [dir])?;
+    println!("cargo:rerun-if-changed={}", registration.display());
+    let fds = protox::compile([&csi, &registration], [dir])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

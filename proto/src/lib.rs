@@ -11,3 +11,11 @@ pub mod csi {
         tonic::include_proto!("csi.v1");
     }
 }
+
+/// kubelet's plugin registration API (`k8s.io/kubelet/pkg/apis/pluginregistration/v1`,
+/// proto package `pluginregistration`): a plugin serves `Registration` on a
+/// socket in kubelet's `plugins_registry` directory.
+pub mod pluginregistration {
+    #![allow(clippy::all, missing_docs, unreachable_pub)]
+    tonic::include_proto!("pluginregistration");
+}

@@ -298,6 +298,11 @@ pub struct NodeArgs {
     /// the pod's IP).
     #[arg(long = "metrics-listen", default_value = "127.0.0.1:8080")]
     pub metrics_listen: std::net::SocketAddr,
+    /// Register with kubelet (pluginregistration/v1 on a socket in
+    /// `<kubelet-dir>/plugins_registry/`), advertising the CSI socket at
+    /// this path as kubelet sees it on the host; replaces node-driver-registrar.
+    #[arg(long = "kubelet-registration-path")]
+    pub kubelet_registration_path: Option<String>,
 }
 
 #[derive(Debug, Args)]

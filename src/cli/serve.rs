@@ -11,6 +11,7 @@ use std::time::Duration;
 use ferrolvm_proto::csi::v1::controller_server::ControllerServer;
 use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
+use ferrolvm_proto::pluginregistration::registration_server::RegistrationServer;
 
 use super::args::{ControllerArgs, NodeArgs, SchedulerArgs};
 use super::usage;
@@ -164,8 +165,10 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         orphan_check,
         remove_orphans,
         metrics_listen,
+        kubelet_registration_path,
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
+    let registration_socket = crate::csi::registration::socket_path(&kubelet_dir);
     host.lock_wait = Some(NODE_LOCK_WAIT);
     // A node without device-mapper could commit metadata it cannot activate.
     crate::lvm::activate::Dm::open()
@@ -193,10 +196,37 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     let served = rt.block_on(async move {
         let stop = stop_signal();
         let counters = crate::metrics::node::NodeCounters::default();
+        let registered = Arc::new(std::sync::Mutex::new(
+            crate::csi::registration::Registered::NotYet,
+        ));
         let endpoints = Arc::new(crate::metrics::node::NodeEndpoints {
             node: node.clone(),
             engine: engine.clone(),
             counters: counters.clone(),
+            registration: kubelet_registration_path.as_ref().map(|_| {
+                let r = registered.clone();
+                Box::new(move || r.lock().unwrap_or_else(|p| p.into_inner()).ready())
+                    as Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>
+            }),
+        });
+        let registration = kubelet_registration_path.map(|endpoint| {
+            let router = tonic::transport::Server::builder()
+                .layer(counters.csi.layer())
+                .add_service(RegistrationServer::new(
+                    crate::csi::registration::RegistrationService {
+                        endpoint,
+                        status: registered,
+                    },
+                ));
+            let (sock, stop) = (registration_socket.clone(), stop.clone());
+            tracing::info!(socket = %sock.display(), "serving kubelet plugin registration");
+            tokio::spawn(async move {
+                if let Err(e) = crate::csi::serve_unix(&sock, None, router, stopped(stop)).await {
+                    tracing::error!(%e, socket = %sock.display(), "plugin registration failed");
+                }
+                // Gone from kubelet's directory: kubelet deregisters the plugin.
+                let _ = std::fs::remove_file(&sock);
+            })
         });
         let metrics = tokio::spawn(crate::metrics::http::serve(metrics_listen, endpoints));
         let mut router = tonic::transport::Server::builder()
@@ -246,6 +276,9 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
         tracing::info!(endpoint = %path.display(), node = %node, standalone, "serving CSI");
         let served = serve_until_stopped(&path, socket_group, router, grace, stop).await;
         metrics.abort();
+        if let Some(r) = registration {
+            let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
+        }
         for t in kube_tasks {
             t.abort();
         }

@@ -101,23 +101,10 @@ mod tests {
                 Err("VG vg0 not found".into())
             }
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .layer(crate::metrics::grpc::CsiMetrics::default().layer())
             .add_service(IdentityServer::new(IdentityService::new(probe, true)));
-        let server = tokio::spawn({
-            let sock = sock.clone();
-            async move {
-                crate::csi::serve_unix(&sock, None, router, async {
-                    stopped.await.ok();
-                })
-                .await
-                .unwrap()
-            }
-        });
-        while !sock.exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let (stop, server) = crate::csi::serve_in_background(sock.clone(), router).await;
         let mut c = client(sock.clone()).await;
         let info = c
             .get_plugin_info(GetPluginInfoRequest {})

@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod controller;
 pub mod identity;
 pub mod node;
+pub mod registration;
 pub mod standalone;
 pub mod status;
 
@@ -43,13 +44,13 @@ pub async fn unix_channel(
         .await
 }
 
-/// Serves `router` on the Unix socket at `path` (see [`bind_socket`]) until
-/// `shutdown` completes; in-flight calls finish first.
 /// A CSI server's routes, every call counted (`metrics::grpc`).
 pub type Router = tonic::transport::server::Router<
     tower::layer::util::Stack<crate::metrics::grpc::CountLayer, tower::layer::util::Identity>,
 >;
 
+/// Serves `router` on the Unix socket at `path` (see [`bind_socket`]) until
+/// `shutdown` completes; in-flight calls finish first.
 pub async fn serve_unix(
     path: &Path,
     group: Option<u32>,
@@ -170,4 +171,29 @@ mod tests {
             .file_type()
             .is_symlink());
     }
+}
+
+/// Tests: serves `router` on `sock` in the background until the returned
+/// sender fires; returns once the socket is there.
+#[cfg(test)]
+pub(crate) async fn serve_in_background(
+    sock: std::path::PathBuf,
+    router: Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let path = sock.clone();
+    let server = tokio::spawn(async move {
+        serve_unix(&path, None, router, async {
+            stopped.await.ok();
+        })
+        .await
+        .unwrap()
+    });
+    while !sock.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    (stop, server)
 }

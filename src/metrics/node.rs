@@ -183,6 +183,9 @@ pub struct NodeEndpoints {
     pub node: String,
     pub engine: Arc<NodeEngine>,
     pub counters: NodeCounters,
+    /// Beside the engine's probe: whether kubelet accepted the plugin
+    /// registration, when ferrolvm registers itself.
+    pub registration: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
 impl Endpoints for NodeEndpoints {
@@ -226,6 +229,9 @@ impl Endpoints for NodeEndpoints {
     }
 
     fn ready(&self) -> Result<(), String> {
+        if let Some(registration) = &self.registration {
+            registration()?;
+        }
         self.engine.probe()
     }
 }
