@@ -123,6 +123,31 @@ pub fn bind_socket(
     bound
 }
 
+/// Tests: serves `router` on `sock` in the background until the returned
+/// sender fires; returns once the socket is there.
+#[cfg(test)]
+pub(crate) async fn serve_in_background(
+    sock: std::path::PathBuf,
+    router: Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let path = sock.clone();
+    let server = tokio::spawn(async move {
+        serve_unix(&path, None, router, async {
+            stopped.await.ok();
+        })
+        .await
+        .unwrap()
+    });
+    while !sock.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    (stop, server)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,29 +196,4 @@ mod tests {
             .file_type()
             .is_symlink());
     }
-}
-
-/// Tests: serves `router` on `sock` in the background until the returned
-/// sender fires; returns once the socket is there.
-#[cfg(test)]
-pub(crate) async fn serve_in_background(
-    sock: std::path::PathBuf,
-    router: Router,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let path = sock.clone();
-    let server = tokio::spawn(async move {
-        serve_unix(&path, None, router, async {
-            stopped.await.ok();
-        })
-        .await
-        .unwrap()
-    });
-    while !sock.exists() {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    (stop, server)
 }

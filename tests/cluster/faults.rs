@@ -11,7 +11,7 @@ use ferrolvm::k8s::crd::LogicalVolume;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
-use crate::{bound, claim_and_pod, client, eventually, lvm_lvs, remove_all, vmsh};
+use crate::{bound, claim_and_pod, client, eventually, lvm_lvs, remove_all, vmsh, SYSTEM_NS};
 
 /// Names of the claim-made LVs (CSI names `pvc-<uid>`) in `vg`.
 fn claim_lvs(vg: &str) -> Vec<String> {
@@ -48,7 +48,7 @@ async fn killed_controller_and_nodes_leave_no_twin_and_no_leak() {
         before.is_empty(),
         "claim LVs left by earlier tests: {before:?}"
     );
-    let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-system");
+    let leases: Api<Lease> = Api::namespaced(c.clone(), SYSTEM_NS);
     let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity);
     let leader = eventually("the controller holds its Lease", 30, || async {
         holder(leases.get_opt("ferrolvm-controller").await.ok()??)

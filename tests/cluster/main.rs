@@ -6,14 +6,17 @@
 //! runs these `#[ignore]`d tests with KUBECONFIG and vmsh; without a
 //! cluster they fail loudly, never skip.
 
+mod chart;
 mod controller;
 mod crd;
+mod events;
 mod faults;
 mod node_deletion;
 mod orphans;
 mod provisioning;
 mod scheduling;
 mod snapshots;
+mod telemetry;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ pub async fn client() -> Client {
 /// `kubectl apply --server-side` would) and waits until it is Established.
 pub async fn install_crd(c: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
-    let committed = include_str!("../../deploy/crd/logicalvolumes.ferrolvm.io.yaml");
+    let committed = include_str!("../../deploy/helm/ferrolvm/crds/logicalvolumes.ferrolvm.io.yaml");
     let crd: CustomResourceDefinition = serde_norway::from_str(committed).unwrap();
     assert_eq!(committed, crd_yaml());
     crds.patch(
@@ -134,6 +137,8 @@ pub async fn wipes_done(vg: &str) {
 }
 
 pub const NS: &str = "default";
+/// The chart's release namespace: the Lease, the CSIStorageCapacity objects.
+pub const SYSTEM_NS: &str = "ferrolvm-system";
 
 pub fn pvc(name: &str, class: &str, size: &str) -> PersistentVolumeClaim {
     serde_json::from_value(serde_json::json!({

@@ -9,14 +9,16 @@ use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use crate::{claim_and_pod_by, client, eventually, remove_all, scheduled_on, vmsh, wipes_done, NS};
+use crate::{
+    claim_and_pod_by, client, eventually, remove_all, scheduled_on, vmsh, wipes_done, NS, SYSTEM_NS,
+};
 
 const GIB: u64 = 1 << 30;
 
 /// What kube-scheduler reads for `class` on `node`: the largest volume
 /// (maximumVolumeSize, else capacity) of its CSIStorageCapacity object.
 async fn seen_by_scheduler(c: &Client, class: &str, node: &str) -> Option<u64> {
-    let caps: Api<CSIStorageCapacity> = Api::namespaced(c.clone(), NS);
+    let caps: Api<CSIStorageCapacity> = Api::namespaced(c.clone(), SYSTEM_NS);
     caps.list(&ListParams::default())
         .await
         .ok()?

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes parts the cluster harness runs — etcd,
-# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, and the
+# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, the
 # CSI sidecars csi-provisioner, csi-resizer, csi-snapshotter with the
-# snapshot-controller — from their published Go modules, into OUT/bin.
+# snapshot-controller, and helm — from their published Go modules, into
+# OUT/bin.
 #
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them
 # with local paths, so neither `go install` nor a plain `require` resolves it.
@@ -23,6 +24,17 @@ SNAPSHOTTER=v8.7.0
 VERSIONS="k8s=$K8S etcd=$ETCD provisioner=$PROVISIONER resizer=$RESIZER snapshotter=$SNAPSHOTTER"
 
 mkdir -p "$out/bin"
+# helm, for the chart's lint, render and apply: its own module (its
+# Kubernetes dependencies are its own versions, not the wrapper's).
+HELM=v3.22.0
+if [ "$(cat "$out/bin/HELM_VERSION" 2>/dev/null)" != "$HELM" ]; then
+  command -v go >/dev/null || { echo "cluster build: go (1.26+) is required" >&2; exit 1; }
+  echo "cluster build: helm $HELM" >&2
+  GOTOOLCHAIN=local GOBIN="$out/bin" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM" \
+    "helm.sh/helm/v3/cmd/helm@$HELM"
+  echo "$HELM" >"$out/bin/HELM_VERSION"
+fi
 if [ -f "$out/bin/VERSIONS" ] && [ "$(cat "$out/bin/VERSIONS")" = "$VERSIONS" ]; then
   exit 0
 fi

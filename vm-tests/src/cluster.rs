@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use crate::image;
 
+mod chart;
 mod nodes;
+pub use chart::NAMESPACE;
 pub use nodes::{
     guest_data, AGENT_PORT, DEMO, EXTENDER_PORT, EXTENDER_SCHEDULER_PORT, GUEST_SCRIPT,
 };
@@ -195,6 +197,7 @@ impl Cluster {
             ETCD_METRICS,
             SCHEDULER_PORT,
             CONTROLLER_MANAGER_PORT,
+            nodes::CONTROLLER_METRICS_PORT,
             AGENT_PORT,
             EXTENDER_PORT,
             EXTENDER_SCHEDULER_PORT,
@@ -412,6 +415,15 @@ impl Cluster {
             .env("FERROLVM_KUBECTL", self.bin.join("kubectl"))
             .env("FERROLVM_VMSH", self.dir.join("bin/vmsh"))
             .env("FERROLVM_EXTENDER", format!("127.0.0.1:{EXTENDER_PORT}"))
+            .env(
+                "FERROLVM_CONTROLLER_METRICS",
+                format!("127.0.0.1:{}", nodes::CONTROLLER_METRICS_PORT),
+            )
+            .env("FERROLVM_HELM", self.bin.join("helm"))
+            .env("FERROLVM_CHART", Self::chart_dir())
+            .env("FERROLVM_CHART_RENDERED", self.dir.join("chart.yaml"))
+            .env("FERROLVM_NAMESPACE", NAMESPACE)
+            .env("FERROLVM_RUN_DIR", &self.dir)
             .env(
                 "FERROLVM_CONTROLLER_PID",
                 self.dir.join("ferrolvm-controller.pid"),

@@ -9,5 +9,7 @@ KUBECONFIG=/etc/ferrolvm/kubeconfig RUST_LOG=${RUST_LOG:-info} \
   --config /etc/ferrolvm/node$n.yaml \
   --csi-endpoint unix:///run/ferrolvm/node$n.sock \
   --kubelet-dir /var/lib/kubelet-node$n --orphan-check 3 \
+  --metrics-listen 127.0.0.1:808$n \
+  --kubelet-registration-path /run/ferrolvm/node$n.sock \
   >>/run/ferrolvm/node$n.log 2>&1 </dev/null &
 echo $! > /run/ferrolvm/node$n.pid

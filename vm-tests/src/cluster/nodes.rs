@@ -1,9 +1,10 @@
 //! The cluster's storage half: the VM with two ferrolvm nodes (node1 on
 //! vg1, node2 on vg2) on real device-mapper, the Node and CSINode objects
 //! that kubelet would register for them (a stand-in until kubelet runs in
-//! the VM, issue 11), the CSIDriver, StorageClasses and VolumeSnapshotClass,
+//! the VM, issue 11), the chart (`chart.rs`) and the VolumeSnapshotClass,
 //! and on the host `ferrolvm controller` with csi-provisioner, csi-resizer,
-//! csi-snapshotter and the snapshot-controller.
+//! csi-snapshotter (all with the chart's controller account), the
+//! snapshot-controller, and the extender (with the chart's account).
 //!
 //! The VM's only ways out are QEMU user-network forwards: the guest dials
 //! 10.0.2.100:16443, which QEMU hands to a `busybox nc` on the host that
@@ -28,6 +29,8 @@ pub const NODES: [(&str, &str); 2] = [("node1", "vg1"), ("node2", "vg2")];
 /// `ferrolvm scheduler` (the extender) and the kube-scheduler that uses it.
 pub const EXTENDER_PORT: u16 = 19251;
 pub const EXTENDER_SCHEDULER_PORT: u16 = 20261;
+/// `ferrolvm controller`'s /metrics; the nodes' are 127.0.0.1:808N in the VM.
+pub const CONTROLLER_METRICS_PORT: u16 = 18081;
 /// How often csi-provisioner refreshes CSIStorageCapacity (production: 1m).
 const CAPACITY_POLL: &str = "2s";
 
@@ -51,8 +54,11 @@ fn read(p: &Path) -> Result<Vec<u8>, String> {
 /// Files the guest gets: the nodes' kubeconfig (the API server at the
 /// guestfwd address), its certificates, the node configs and the start script.
 pub fn guest_data(c: &Cluster) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolvm-test\n  cluster:\n    server: https://10.0.2.100:{API_PORT}\n    certificate-authority: /etc/ferrolvm/ca.crt\nusers:\n- name: node\n  user:\n    client-certificate: /etc/ferrolvm/client.crt\n    client-key: /etc/ferrolvm/client.key\ncontexts:\n- name: node\n  context:\n    cluster: ferrolvm-test\n    user: node\ncurrent-context: node\n"
+    // The nodes authenticate as the chart's ferrolvm-node ServiceAccount.
+    let kubeconfig = c.token_kubeconfig(
+        &format!("https://10.0.2.100:{API_PORT}"),
+        "/etc/ferrolvm/ca.crt",
+        &c.account_token("ferrolvm-node")?,
     );
     let mut files = vec![
         (
@@ -64,16 +70,6 @@ pub fn guest_data(c: &Cluster) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
             "/etc/ferrolvm/ca.crt".to_string(),
             read(&c.dir.join("ca.crt"))?,
             0o644,
-        ),
-        (
-            "/etc/ferrolvm/client.crt".to_string(),
-            read(&c.dir.join("admin.crt"))?,
-            0o644,
-        ),
-        (
-            "/etc/ferrolvm/client.key".to_string(),
-            read(&c.dir.join("admin.key"))?,
-            0o600,
         ),
         (
             "/usr/local/bin/ferrolvm-node-start".to_string(),
@@ -99,22 +95,14 @@ fn which(name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{name} is not installed on the host"))
 }
 
-/// The objects kubelet and an operator's install would make: a Node and a
-/// CSINode per node (kubelet's part, stood in for), the CSIDriver, and the
-/// StorageClasses.
+/// The objects kubelet would make: a Node and a CSINode per node (kubelet's
+/// part, stood in for until issue 11). The CSIDriver and StorageClasses
+/// come from the chart.
 fn objects() -> String {
     let mut y = String::new();
     for (node, _) in NODES {
         y.push_str(&format!(
             "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    kubernetes.io/hostname: {node}\n    {TOPOLOGY_KEY}: {node}\n---\napiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata:\n  name: {node}\nspec:\n  drivers:\n  - name: {DRIVER}\n    nodeID: {node}\n    topologyKeys: [\"{TOPOLOGY_KEY}\"]\n"
-        ));
-    }
-    y.push_str(&format!(
-        "---\napiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata:\n  name: {DRIVER}\nspec:\n  attachRequired: false\n  podInfoOnMount: true\n  storageCapacity: true\n  fsGroupPolicy: File\n  volumeLifecycleModes: [Persistent]\n"
-    ));
-    for class in ["thick", "thin"] {
-        y.push_str(&format!(
-            "---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: ferrolvm-{class}\nprovisioner: {DRIVER}\nparameters:\n  ferrolvm.io/device-class: {class}\n  csi.storage.k8s.io/fstype: ext4\nvolumeBindingMode: WaitForFirstConsumer\nallowVolumeExpansion: true\nreclaimPolicy: Delete\n"
         ));
     }
     y
@@ -150,13 +138,10 @@ impl Cluster {
         }
     }
 
-    /// The CRDs (ferrolvm's, committed; the snapshot ones), the nodes'
-    /// objects, the driver and the classes.
+    /// The chart (ferrolvm's CRD, driver, classes, accounts and RBAC), the
+    /// VolumeSnapshot CRDs, and the nodes' objects.
     pub fn install(&mut self) -> Result<(), String> {
-        let ws = crate::workspace();
-        let crd = std::fs::read_to_string(ws.join("deploy/crd/logicalvolumes.ferrolvm.io.yaml"))
-            .map_err(|e| e.to_string())?;
-        self.kubectl_apply(&crd)?;
+        self.install_chart()?;
         // The VolumeSnapshot CRDs, as the snapshotter's client module ships them.
         let snapshot_crds = self.bin.with_file_name("crd");
         let mut names = Vec::new();
@@ -261,15 +246,26 @@ impl Cluster {
     pub fn start_controller(&mut self, ferrolvm: &Path) -> Result<(), String> {
         let sock = self.dir.join("controller.sock");
         let endpoint = format!("unix://{}", sock.display());
-        let kc = self.kubeconfig.display().to_string();
-        let kcv = kc.clone();
+        // The admin's, for the cluster's own parts (snapshot-controller,
+        // the second kube-scheduler); the chart's account for the rest.
+        let admin = self.kubeconfig.display().to_string();
+        let kc = self.account_kubeconfig("ferrolvm-controller");
+        let metrics = format!("127.0.0.1:{CONTROLLER_METRICS_PORT}");
         // Restarted when it dies, as its Deployment would restart it: the
         // fault tests kill it (its pid is in ferrolvm-controller.pid).
         self.spawn_supervised(
             "ferrolvm-controller",
             ferrolvm,
-            &["controller", "--csi-endpoint", &endpoint],
-            &[("KUBECONFIG", &kcv), ("RUST_LOG", "info")],
+            &[
+                "controller",
+                "--csi-endpoint",
+                &endpoint,
+                "--leader-election-namespace",
+                super::NAMESPACE,
+                "--metrics-listen",
+                &metrics,
+            ],
+            &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
         )?;
         let ferrolvm = ferrolvm.display().to_string();
         let start = Instant::now();
@@ -299,33 +295,37 @@ impl Cluster {
                 "--timeout=30s",
                 "--v=3",
             ],
-            &[("NAMESPACE", "default"), ("POD_NAMESPACE", "default")],
+            &[
+                ("NAMESPACE", super::NAMESPACE),
+                ("POD_NAMESPACE", super::NAMESPACE),
+            ],
         )?;
         self.spawn_exe(
             "snapshot-controller",
             &self.bin.join("snapshot-controller"),
-            &["--kubeconfig", &kc, "--leader-election=false", "--v=3"],
+            &["--kubeconfig", &admin, "--leader-election=false", "--v=3"],
             &[],
         )?;
         // The extender, and a second kube-scheduler (profile
         // `ferrolvm-extender`) that asks it: pods choose it by schedulerName.
         let listen = format!("127.0.0.1:{EXTENDER_PORT}");
+        let scheduler_kc = self.account_kubeconfig("ferrolvm-scheduler");
         self.spawn_exe(
             "ferrolvm-scheduler",
             &PathBuf::from(&ferrolvm),
             &["scheduler", "--listen", &listen],
-            &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
+            &[("KUBECONFIG", &scheduler_kc), ("RUST_LOG", "info")],
         )?;
         let config = self.dir.join("extender-scheduler.yaml");
         std::fs::write(
             &config,
             format!(
-                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\nclientConnection:\n  kubeconfig: {kc}\nprofiles:\n- schedulerName: ferrolvm-extender\nextenders:\n- urlPrefix: http://{listen}\n  filterVerb: predicate\n  prioritizeVerb: prioritize\n  weight: 1\n  nodeCacheCapable: false\n  enableHTTPS: false\n"
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\nclientConnection:\n  kubeconfig: {admin}\nprofiles:\n- schedulerName: ferrolvm-extender\nextenders:\n- urlPrefix: http://{listen}\n  filterVerb: predicate\n  prioritizeVerb: prioritize\n  weight: 1\n  nodeCacheCapable: false\n  enableHTTPS: false\n"
             ),
         )
         .map_err(|e| e.to_string())?;
         let config = config.display().to_string();
-        let serving = super::serving_flags(&kc, EXTENDER_SCHEDULER_PORT);
+        let serving = super::serving_flags(&admin, EXTENDER_SCHEDULER_PORT);
         let mut args = vec!["--config", config.as_str()];
         args.extend(serving.iter().map(String::as_str));
         self.spawn_exe(
