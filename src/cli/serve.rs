@@ -208,6 +208,7 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                 Box::new(move || r.lock().unwrap_or_else(|p| p.into_inner()).ready())
                     as Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>
             }),
+            scraping: std::sync::Mutex::new(()),
         });
         let registration = kubelet_registration_path.map(|endpoint| {
             let router = tonic::transport::Server::builder()

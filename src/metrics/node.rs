@@ -186,10 +186,14 @@ pub struct NodeEndpoints {
     /// Beside the engine's probe: whether kubelet accepted the plugin
     /// registration, when ferrolvm registers itself.
     pub registration: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    /// One scan at a time: anyone who reaches the port may scrape, and
+    /// concurrent scrapes must not multiply the disk reads.
+    pub scraping: std::sync::Mutex<()>,
 }
 
 impl Endpoints for NodeEndpoints {
     fn metrics(&self) -> String {
+        let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         let mut r = super::registry(vec![("node", self.node.clone())]);
         let read = Gauge::<i64>::default();
         match self.engine.report() {
