@@ -4,7 +4,7 @@
 n=${1:?usage: ferrolvm-node-start N}
 dev=$(cat /run/ferrolvm/vg$n.dev)
 mkdir -p /var/lib/kubelet-node$n
-KUBECONFIG=/etc/ferrolvm/kubeconfig RUST_LOG=${RUST_LOG:-info} \
+KUBECONFIG=/etc/ferrolvm/kubeconfig FERROLVM_LOG=${FERROLVM_LOG:-info} \
   setsid /usr/local/bin/ferrolvm --devices "$dev" node --node-name node$n \
   --config /etc/ferrolvm/node$n.yaml \
   --csi-endpoint unix:///run/ferrolvm/node$n.sock \

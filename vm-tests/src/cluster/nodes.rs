@@ -265,7 +265,7 @@ impl Cluster {
                 "--metrics-listen",
                 &metrics,
             ],
-            &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
+            &[("KUBECONFIG", &kc), ("FERROLVM_LOG", "info")],
         )?;
         let ferrolvm = ferrolvm.display().to_string();
         let start = Instant::now();
@@ -314,7 +314,7 @@ impl Cluster {
             "ferrolvm-scheduler",
             &PathBuf::from(&ferrolvm),
             &["scheduler", "--listen", &listen],
-            &[("KUBECONFIG", &scheduler_kc), ("RUST_LOG", "info")],
+            &[("KUBECONFIG", &scheduler_kc), ("FERROLVM_LOG", "info")],
         )?;
         let config = self.dir.join("extender-scheduler.yaml");
         std::fs::write(
