@@ -229,7 +229,7 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
                 let _ = std::fs::remove_file(&sock);
             })
         });
-        let metrics = tokio::spawn(crate::metrics::http::serve(metrics_listen, endpoints));
+        let metrics = crate::metrics::http::spawn(metrics_listen, endpoints);
         let mut router = tonic::transport::Server::builder()
             .layer(counters.csi.layer())
             .add_service(IdentityServer::new(IdentityService::new(probe, standalone)))
@@ -352,7 +352,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             leading: leading.clone(),
             api_up: Box::new(api_up.clone()),
         });
-        tokio::spawn(crate::metrics::http::serve(metrics_listen, endpoints));
+        crate::metrics::http::spawn(metrics_listen, endpoints);
         let probe = Arc::new(api_up);
         tokio::spawn(crate::k8s::leader::campaign(
             client.clone(),

@@ -97,3 +97,13 @@ pub async fn serve(addr: SocketAddr, endpoints: Arc<dyn Endpoints>) -> std::io::
         });
     }
 }
+
+/// [`serve`] in the background; a failure (the port taken) is logged, and
+/// the server it belongs to keeps serving CSI without its metrics.
+pub fn spawn(addr: SocketAddr, endpoints: Arc<dyn Endpoints>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = serve(addr, endpoints).await {
+            tracing::error!(%addr, %e, "serving /metrics, /healthz and /readyz failed");
+        }
+    })
+}
