@@ -68,7 +68,22 @@ pub async fn install_crd(c: &Client) {
 
 /// Polls `check` every 200 ms until it gives Some, for at most `secs`;
 /// then fails naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_or(what, secs, check, String::new).await
+}
+
+/// [`eventually`], whose failure also says what `seen` describes (the last
+/// state observed).
+pub async fn eventually_or<T, F, Fut>(
+    what: &str,
+    secs: u64,
+    mut check: F,
+    seen: impl Fn() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -80,7 +95,8 @@ where
         }
         assert!(
             start.elapsed() < Duration::from_secs(secs),
-            "{what}: not within {secs} s"
+            "{what}: not within {secs} s; {}",
+            seen()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -10,7 +10,8 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 
 use crate::{
-    claim_and_pod_by, client, eventually, remove_all, scheduled_on, vmsh, wipes_done, NS, SYSTEM_NS,
+    claim_and_pod_by, client, eventually, eventually_or, remove_all, scheduled_on, vmsh,
+    wipes_done, NS, SYSTEM_NS,
 };
 
 const GIB: u64 = 1 << 30;
@@ -63,15 +64,27 @@ async fn the_demo(c: &Client, prefix: &str, scheduler: Option<&str>, reason: &st
     let huge = format!("{prefix}-huge");
     claim_and_pod_by(c, &huge, "ferrolvm-thick", "100Gi", scheduler).await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
-    let why = eventually("the huge pod is unschedulable", 60, || async {
-        let p = pods.get(&huge).await.ok()?;
-        let cond = p
-            .status?
-            .conditions?
-            .into_iter()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-        cond.message
-    })
+    // The first verdict may come before kube-scheduler's informer has the
+    // claim ("persistentvolumeclaim not found"); the claim's arrival
+    // requeues the pod, so the test waits for the capacity verdict and
+    // names the last one seen if it never comes.
+    let last = std::sync::Mutex::new(String::new());
+    let why = eventually_or(
+        "the huge pod is unschedulable for capacity",
+        60,
+        || async {
+            let p = pods.get(&huge).await.ok()?;
+            let cond = p
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            let message = cond.message?;
+            *last.lock().unwrap() = message.clone();
+            message.contains(reason).then_some(message)
+        },
+        || format!("the scheduler's last reason: {:?}", last.lock().unwrap()),
+    )
     .await;
     assert!(why.contains(reason), "the scheduler's reason: {why}");
     assert!(pods
