@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-use ferrolvm_metadata::{Lv, Vg};
+use ferrolvm_metadata::Vg;
 
 use super::config::{ClassType, DeviceClass, NodeConfig, Wipe};
 use super::volume::{to_volume, Volume, VolumeError};
@@ -115,24 +115,7 @@ impl NodeEngine {
         let mut out = Vec::new();
         for c in &self.config.device_classes {
             let vg = self.read_vg(&c.volume_group)?;
-            // Classes may share a VG (thick, and thin in a pool of it): each lists its own.
-            let pool = c
-                .thin_pool
-                .as_ref()
-                .filter(|_| c.class_type == ClassType::Thin)
-                .map(|p| p.name.as_str());
-            let mine = |l: &&Lv| match l.segments.first().and_then(|s| s.thin.as_ref()) {
-                Some(ferrolvm_metadata::ThinSegment::Thin { thin_pool, .. }) => {
-                    Some(thin_pool.as_str()) == pool
-                }
-                _ => pool.is_none(),
-            };
-            out.extend(
-                vg.lvs
-                    .iter()
-                    .filter(mine)
-                    .filter_map(|l| to_volume(&vg, l, &c.name)),
-            );
+            out.extend(class_volumes(c, &vg));
         }
         Ok(out)
     }
@@ -264,4 +247,29 @@ impl NodeEngine {
         })?;
         Ok(now as u64 * es)
     }
+}
+
+/// The volumes of `class` in its VG `vg`. Classes may share a VG (thick,
+/// and thin in a pool of it): a thin class owns the thin LVs of its pool, a
+/// thick class every ferrolvm LV that is not thin.
+pub(crate) fn class_volumes<'a>(
+    class: &'a DeviceClass,
+    vg: &'a Vg,
+) -> impl Iterator<Item = Volume> + 'a {
+    let pool = class
+        .thin_pool
+        .as_ref()
+        .filter(|_| class.class_type == ClassType::Thin)
+        .map(|p| p.name.as_str());
+    vg.lvs
+        .iter()
+        .filter(
+            move |l| match l.segments.first().and_then(|s| s.thin.as_ref()) {
+                Some(ferrolvm_metadata::ThinSegment::Thin { thin_pool, .. }) => {
+                    Some(thin_pool.as_str()) == pool
+                }
+                _ => pool.is_none(),
+            },
+        )
+        .filter_map(move |l| to_volume(vg, l, &class.name))
 }

@@ -5,13 +5,13 @@
 
 use ferrolvm_metadata::alloc::FreeMap;
 use ferrolvm_metadata::scan::{CopyState, FoundVg};
-use ferrolvm_metadata::{ThinSegment, Vg};
+use ferrolvm_metadata::Vg;
 
 use super::wipe::wiping;
 use super::NodeEngine;
 use crate::lvm::activate::Dm;
 use crate::node::config::ClassType;
-use crate::node::volume::{to_volume, VolumeError};
+use crate::node::volume::VolumeError;
 
 /// One device class as `/metrics` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,20 +112,7 @@ impl NodeEngine {
                 .as_ref()
                 .filter(|_| c.class_type == ClassType::Thin)
                 .map(|p| p.name.as_str());
-            let in_class = |l: &&ferrolvm_metadata::Lv| match l
-                .segments
-                .first()
-                .and_then(|s| s.thin.as_ref())
-            {
-                Some(ThinSegment::Thin { thin_pool, .. }) => Some(thin_pool.as_str()) == pool_name,
-                _ => pool_name.is_none(),
-            };
-            let volumes = vg
-                .lvs
-                .iter()
-                .filter(in_class)
-                .filter(|l| to_volume(vg, l, &c.name).is_some())
-                .count() as u64;
+            let volumes = super::class_volumes(c, vg).count() as u64;
             let thin_pool = pool_name.and_then(|p| vg.lv(p)).map(|pool| {
                 let status = dm
                     .as_ref()
