@@ -8,10 +8,11 @@ set -euo pipefail
 # and libclang to build the devicemapper crate; QEMU, busybox and the
 # filesystem tools for the VM; openssl (certificates) and jq (Go module
 # metadata) for the cluster harness; musl-tools and buildah for the
-# container image (a static binary, built into an image without a daemon).
+# container image (a static binary, built into an image without a daemon);
+# runc and the CNI plugins for the kubelets in the cluster VM.
 FERROLVM_PACKAGES=(lvm2 thin-provisioning-tools util-linux dmsetup libdevmapper-dev pkg-config
   libclang-dev qemu-system-x86 busybox-static e2fsprogs xfsprogs btrfs-progs binutils
-  openssl jq musl-tools buildah)
+  openssl jq musl-tools buildah runc containernetworking-plugins)
 
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (apt-get, loop devices)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive

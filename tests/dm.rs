@@ -944,7 +944,7 @@ fn csi_engine_group_commit_idempotency_and_restart() {
     l.ferro_ok(&["vgremove", "-f", "cvg"]);
 }
 
-/// NodeGetVolumeStats reports a suspended or missing device as abnormal.
+/// NodeGetVolumeHealth reports a suspended or missing device as unusable.
 #[test]
 #[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
 fn volume_condition_follows_the_device() {

@@ -17,7 +17,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();
-        if name == "target" || name == ".git" {
+        // vendor/: third-party crates kept as published (plus a patch).
+        if name == "target" || name == ".git" || name == "vendor" {
             continue;
         }
         if p.is_dir() {

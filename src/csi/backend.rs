@@ -126,4 +126,6 @@ pub trait NodeBackend: Send + Sync + 'static {
     fn grow(&self, id: String, path: PathBuf) -> impl Future<Output = BackendResult<u64>> + Send;
     fn stats(&self, id: String, path: PathBuf)
         -> impl Future<Output = BackendResult<Stats>> + Send;
+    /// Why volume `id` is unusable on this node, None when it is healthy.
+    fn health(&self, id: String) -> impl Future<Output = BackendResult<Option<String>>> + Send;
 }

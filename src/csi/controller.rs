@@ -96,6 +96,9 @@ fn csi_snapshot(s: &Snapshot) -> ferrolvm_proto::csi::v1::Snapshot {
         }),
         ready_to_use: true,
         group_snapshot_id: String::new(),
+        // Unset without SNAPSHOT_ACCESSIBILITY_CONSTRAINTS; a restore is
+        // placed on the source's node by the controller regardless.
+        accessible_topology: vec![],
     }
 }
 
@@ -416,6 +419,26 @@ impl<B: VolumeBackend> Controller for ControllerService<B> {
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
         Err(Status::unimplemented(
             "ControllerModifyVolume is not offered",
+        ))
+    }
+
+    // A node-local volume's health is only known on its node
+    // (NodeGetVolumeHealth); the controller has nothing to add.
+    async fn controller_list_volume_health(
+        &self,
+        _: Request<ControllerListVolumeHealthRequest>,
+    ) -> Result<Response<ControllerListVolumeHealthResponse>, Status> {
+        Err(Status::unimplemented(
+            "volume health is reported by the node (NodeGetVolumeHealth)",
+        ))
+    }
+
+    async fn controller_get_volume_health(
+        &self,
+        _: Request<ControllerGetVolumeHealthRequest>,
+    ) -> Result<Response<ControllerGetVolumeHealthResponse>, Status> {
+        Err(Status::unimplemented(
+            "volume health is reported by the node (NodeGetVolumeHealth)",
         ))
     }
 }

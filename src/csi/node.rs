@@ -104,16 +104,6 @@ impl<N: NodeBackend> Node for NodeService<N> {
             .backend
             .stats(r.volume_id, PathBuf::from(r.volume_path))
             .await?;
-        let condition = match stats.trouble {
-            None => VolumeCondition {
-                abnormal: false,
-                message: "device is active".into(),
-            },
-            Some(why) => VolumeCondition {
-                abnormal: true,
-                message: why,
-            },
-        };
         let bytes = volume_usage::Unit::Bytes as i32;
         let usage = match stats.usage {
             Usage::Filesystem {
@@ -143,10 +133,7 @@ impl<N: NodeBackend> Node for NodeService<N> {
                 ..Default::default()
             }],
         };
-        Ok(Response::new(NodeGetVolumeStatsResponse {
-            usage,
-            volume_condition: Some(condition),
-        }))
+        Ok(Response::new(NodeGetVolumeStatsResponse { usage }))
     }
 
     async fn node_expand_volume(
@@ -182,9 +169,47 @@ impl<N: NodeBackend> Node for NodeService<N> {
             capabilities: vec![
                 cap(rpc::Type::ExpandVolume),
                 cap(rpc::Type::GetVolumeStats),
-                cap(rpc::Type::VolumeCondition),
+                cap(rpc::Type::GetVolumeHealth),
             ],
         }))
+    }
+
+    /// The device missing, suspended or failed is an adverse condition:
+    /// kubelet 1.37 (CSIVolumeHealth) makes the volume Inaccessible in the
+    /// pod's status. (CSI 1.13 dropped NodeGetVolumeStats' VolumeCondition
+    /// for this call.)
+    async fn node_get_volume_health(
+        &self,
+        req: Request<NodeGetVolumeHealthRequest>,
+    ) -> Result<Response<NodeGetVolumeHealthResponse>, Status> {
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume id missing"));
+        }
+        let trouble = self.backend.health(r.volume_id.clone()).await?;
+        let health_statuses = trouble
+            .into_iter()
+            .map(|message| volume_health::VolumeHealthEntry {
+                status: VolumeHealthErrorType::Inaccessible as i32,
+                reason: "DeviceUnusable".into(),
+                message,
+            })
+            .collect();
+        Ok(Response::new(NodeGetVolumeHealthResponse {
+            volume_health: Some(VolumeHealth {
+                volume_id: r.volume_id,
+                health_statuses,
+            }),
+        }))
+    }
+
+    async fn node_get_storage_health(
+        &self,
+        _: Request<NodeGetStorageHealthRequest>,
+    ) -> Result<Response<NodeGetStorageHealthResponse>, Status> {
+        Err(Status::unimplemented(
+            "storage health is not reported (no GET_STORAGE_HEALTH capability)",
+        ))
     }
 
     async fn node_get_info(

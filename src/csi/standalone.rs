@@ -134,4 +134,8 @@ impl NodeBackend for Arc<NodeEngine> {
         let e = self.clone();
         blocking(move || mounts::stats(&e, &id, &path)).await
     }
+    async fn health(&self, id: String) -> BackendResult<Option<String>> {
+        let e = self.clone();
+        blocking(move || mounts::health(&e, &id)).await
+    }
 }

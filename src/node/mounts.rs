@@ -58,7 +58,6 @@ pub enum Usage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub usage: Usage,
-    pub trouble: Option<String>,
 }
 
 /// The filesystems ferrolvm makes and mounts.
@@ -444,16 +443,22 @@ pub fn grow(engine: &NodeEngine, id: &str, path: &Path) -> Result<u64, VolumeErr
     Ok(v.bytes)
 }
 
-/// Usage and health of volume `id` published at `path`.
+/// Why volume `id`'s device is unusable (missing, suspended, failed), or
+/// None when it is healthy.
+pub fn health(engine: &NodeEngine, id: &str) -> Result<Option<String>, VolumeError> {
+    let v = find(engine, id)?;
+    Ok(match Dm::open() {
+        Ok(dm) => dm.trouble(&dm_name(&v.vg, &v.lv, None)),
+        Err(e) => Some(e.to_string()),
+    })
+}
+
+/// Usage of volume `id` published at `path`.
 pub fn stats(engine: &NodeEngine, id: &str, path: &Path) -> Result<Stats, VolumeError> {
     if !path.exists() {
         return Err(VolumeError::PathMissing(path.display().to_string()));
     }
     let v = find(engine, id)?;
-    let trouble = match Dm::open() {
-        Ok(dm) => dm.trouble(&dm_name(&v.vg, &v.lv, None)),
-        Err(e) => Some(e.to_string()),
-    };
     let usage = if path.is_dir() {
         let st = nix::sys::statvfs::statvfs(path)
             .map_err(|e| io(format!("statvfs {}: {e}", path.display())))?;
@@ -471,7 +476,7 @@ pub fn stats(engine: &NodeEngine, id: &str, path: &Path) -> Result<Stats, Volume
             bytes_total: v.bytes,
         }
     };
-    Ok(Stats { usage, trouble })
+    Ok(Stats { usage })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod events;
 mod faults;
 mod node_deletion;
 mod orphans;
+mod pods;
 mod provisioning;
 mod scheduling;
 mod snapshots;
@@ -115,6 +116,27 @@ pub fn vmsh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Waits until nothing holds LV `vg/lv` open as lvm2 sees it (kubelet
+/// unpublished it: a pod deleted at once still has its teardown to do).
+pub async fn unmounted(vg: &str, lv: &str, secs: u64) {
+    eventually(&format!("{vg}/{lv} closed in the VM"), secs, || async {
+        let open = vmsh(&format!("lvm lvs --noheadings -o lv_device_open {vg}/{lv}"));
+        (open.trim() != "open").then_some(())
+    })
+    .await
+}
+
+/// Waits until pod `name`'s containers all run (kubelet published its
+/// volumes and started it).
+pub async fn running(c: &Client, name: &str, secs: u64) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    eventually(&format!("pod {name} Running"), secs, || async {
+        let p = pods.get(name).await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await
+}
+
 /// The LV names lvm2 reports in `vg`, in the VM.
 pub fn lvm_lvs(vg: &str) -> Vec<String> {
     vmsh(&format!("lvm lvs --noheadings -o lv_name {vg}"))
@@ -169,8 +191,8 @@ pub fn pvc(name: &str, class: &str, size: &str) -> PersistentVolumeClaim {
     .unwrap()
 }
 
-/// A pod using claim `claim` (no kubelet runs it yet: it is scheduled,
-/// which is what provisioning waits for).
+/// A pod using claim `claim` at /data: busybox sleeping, run by the node's
+/// kubelet.
 pub fn pod(name: &str, claim: &str) -> Pod {
     pod_on(name, claim, None)
 }
@@ -262,8 +284,8 @@ pub async fn remove_all(c: &Client, names: &[&str]) {
         })
         .await;
     }
-    // A pod never run by a kubelet keeps a finalizer-free deletion pending
-    // only until its grace period: with 0 it is gone at once.
+    // With grace period 0 the API object is gone at once; kubelet tears the
+    // pod down after.
     for n in names {
         eventually(&format!("pod {n} gone"), 30, || async {
             pods.get_opt(n).await.unwrap().is_none().then_some(())

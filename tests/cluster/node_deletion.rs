@@ -1,41 +1,20 @@
 //! A Node deleted: the controller's Node finalizer (on the leader) deletes
 //! the claims bound to its volumes and its LogicalVolumes before the Node
-//! goes; a node plugin still running removes the LVs itself.
+//! goes; a node plugin still running removes the LVs itself. As operators
+//! do it: the node is drained first (its pod deleted, kubelet unmounts the
+//! volume), then the Node deleted.
 
 use ferrolvm::k8s::crd::LogicalVolume;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 
-use crate::{bound, client, eventually, lvm_lvs, pod_on, pvc, NS};
+use crate::{bound, client, eventually, lvm_lvs, pod_on, pvc, vmsh, NS};
 
-/// Registers node2 again as the harness did (the stand-in for kubelet).
-async fn register_node2(nodes: &Api<Node>) {
-    let node: Node = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": { "name": "node2", "labels": {
-            "kubernetes.io/hostname": "node2", "topology.ferrolvm.io/node": "node2" } },
-        "spec": { "taints": [] }
-    }))
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    let status = serde_json::json!({ "status": {
-        "capacity": { "cpu": "8", "memory": "16Gi", "pods": "250" },
-        "allocatable": { "cpu": "8", "memory": "16Gi", "pods": "250" },
-        "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
-                         "message": "stand-in for kubelet (tests)" }] } });
-    nodes
-        .patch_status("node2", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
-    // The API server taints a new Node not-ready; lift it as the lifecycle controller would.
-    nodes
-        .patch(
-            "node2",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": { "taints": null } })),
-        )
-        .await
-        .unwrap();
+/// Brings node2's kubelet back: a kubelet registers its Node when it
+/// starts (it does not re-create one deleted under it), and re-registers
+/// ferrolvm from its plugin socket, which makes the CSINode again.
+fn restart_kubelet_node2() {
+    vmsh("kill $(cat /run/ferrolvm/kubelet-node2.pid); while kill -0 $(cat /run/ferrolvm/kubelet-node2.pid) 2>/dev/null; do sleep 0.2; done; kubelet-start 2");
 }
 
 #[tokio::test]
@@ -69,6 +48,15 @@ async fn a_deleted_node_takes_its_claims_and_volumes_with_it() {
     })
     .await;
 
+    // Drained: the pod runs (kubelet published the volume) and is deleted;
+    // kubelet unpublishes it.
+    crate::running(&c, "nodedel-1", 120).await;
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("nodedel-1", &now).await.unwrap();
+    crate::unmounted("vg2", &pv, 60).await;
     nodes
         .delete("node2", &DeleteParams::default())
         .await
@@ -99,12 +87,7 @@ async fn a_deleted_node_takes_its_claims_and_volumes_with_it() {
         "the live plugin removed the LV"
     );
 
-    let now = DeleteParams {
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    let _ = pods.delete("nodedel-1", &now).await;
-    register_node2(&nodes).await;
+    restart_kubelet_node2();
     eventually("node2 publishes capacity again", 30, || async {
         let n = nodes.get("node2").await.ok()?;
         n.metadata

@@ -200,8 +200,18 @@ async fn the_node_metrics_are_what_lvm2_reports() {
         s.contains_key("ferrolvm_orphaned_volumes{node=\"node1\",kind=\"volume\"}"),
         "the orphan check ran"
     );
-    // The node registers with kubelet itself: its socket is where kubelet looks.
+    // The node registers with kubelet itself: its socket is where kubelet
+    // looks, and kubelet makes the node-side calls (the pod tests' volumes).
     vmsh("test -S /var/lib/kubelet-node1/plugins_registry/ferrolvm.io-reg.sock");
+    for method in ["NodeGetInfo", "NodePublishVolume", "NodeUnpublishVolume"] {
+        assert!(
+            value(
+                &s,
+                &format!("ferrolvm_csi_calls_total{{method=\"{method}\",code=\"Ok\"}}")
+            ) > 0.0,
+            "kubelet called {method}"
+        );
+    }
     assert_eq!(node_get(1, "/healthz").trim(), "ok");
     assert_eq!(node_get(1, "/readyz").trim(), "ok");
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes parts the cluster harness runs — etcd,
-# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, the
-# CSI sidecars csi-provisioner, csi-resizer, csi-snapshotter with the
-# snapshot-controller, and helm — from their published Go modules, into
-# OUT/bin.
+# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kubelet,
+# the CSI sidecars csi-provisioner, csi-resizer, csi-snapshotter with the
+# snapshot-controller, helm, and containerd with its runc shim and ctr (for
+# the kubelets in the VM) — from their published Go modules, into OUT/bin.
 #
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them
 # with local paths, so neither `go install` nor a plain `require` resolves it.
@@ -21,7 +21,7 @@ ETCD=v3.7.0
 PROVISIONER=v6.4.0
 RESIZER=v2.3.0
 SNAPSHOTTER=v8.7.0
-VERSIONS="k8s=$K8S etcd=$ETCD provisioner=$PROVISIONER resizer=$RESIZER snapshotter=$SNAPSHOTTER"
+VERSIONS="k8s=$K8S kubelet etcd=$ETCD provisioner=$PROVISIONER resizer=$RESIZER snapshotter=$SNAPSHOTTER"
 
 mkdir -p "$out/bin"
 # helm, for the chart's lint, render and apply: its own module (its
@@ -34,6 +34,34 @@ if [ "$(cat "$out/bin/HELM_VERSION" 2>/dev/null)" != "$HELM" ]; then
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM" \
     "helm.sh/helm/v3/cmd/helm@$HELM"
   echo "$HELM" >"$out/bin/HELM_VERSION"
+fi
+# containerd for the VM's kubelets: kubelet 1.37 needs a CRI with the
+# RuntimeConfig call (containerd 2.x); Debian 12's containerd is 1.6. Its own
+# module (its Kubernetes dependencies are not the wrapper's), static (the
+# guest has no libc beyond what the initramfs carries), without btrfs's cgo.
+CONTAINERD=v2.2.9
+if [ "$(cat "$out/bin/CONTAINERD_VERSION" 2>/dev/null)" != "$CONTAINERD" ]; then
+  command -v go >/dev/null || { echo "cluster build: go (1.26+) is required" >&2; exit 1; }
+  echo "cluster build: containerd $CONTAINERD" >&2
+  cmod="$out/containerd-module"
+  rm -rf "$cmod"
+  mkdir -p "$cmod"
+  (
+    cd "$cmod"
+    export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+    go mod init ferrolvm.invalid/containerd-tools >/dev/null 2>&1
+    printf '// Package tools exists only so that the wrapper module has a package.\npackage tools\n' >tools.go
+    go get -tool \
+      "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD" \
+      "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD" \
+      "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD" >&2
+    for cmd in containerd containerd-shim-runc-v2 ctr; do
+      echo "cluster build: $cmd" >&2
+      go build -trimpath -tags no_btrfs -ldflags "-s -w" -o "$out/bin/$cmd" \
+        "github.com/containerd/containerd/v2/cmd/$cmd"
+    done
+  )
+  echo "$CONTAINERD" >"$out/bin/CONTAINERD_VERSION"
 fi
 if [ -f "$out/bin/VERSIONS" ] && [ "$(cat "$out/bin/VERSIONS")" = "$VERSIONS" ]; then
   exit 0
@@ -63,6 +91,7 @@ go get -tool \
   "k8s.io/kubernetes/cmd/kube-scheduler@$K8S" \
   "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S" \
   "k8s.io/kubernetes/cmd/kubectl@$K8S" \
+  "k8s.io/kubernetes/cmd/kubelet@$K8S" \
   "go.etcd.io/etcd/server/v3@$ETCD" \
   "github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner@$PROVISIONER" \
   "github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer@$RESIZER" \
@@ -79,6 +108,7 @@ build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build kubectl k8s.io/kubernetes/cmd/kubectl
+build kubelet k8s.io/kubernetes/cmd/kubelet
 build csi-provisioner github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
 build csi-resizer github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
 build csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter

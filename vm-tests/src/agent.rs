@@ -63,12 +63,22 @@ fn serve_one(mut conn: TcpStream) -> std::io::Result<()> {
     frame(&out, EXIT, &code.to_be_bytes())
 }
 
+/// Where QEMU's user network delivers the host's forwarded connections
+/// from: the only peer the agent answers (the cluster VM's pods can reach
+/// the guest's address too, and must not get a root shell).
+const HOST_SIDE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
+
 /// The guest half: serves commands forever, each on its own thread.
 pub fn serve(port: u16) -> Result<(), String> {
     let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("agent: {e}"))?;
     println!("vm-tests: agent listening on {port}");
     for conn in l.incoming().flatten() {
-        std::thread::spawn(move || serve_one(conn));
+        match conn.peer_addr() {
+            Ok(std::net::SocketAddr::V4(a)) if *a.ip() == HOST_SIDE => {
+                std::thread::spawn(move || serve_one(conn));
+            }
+            other => eprintln!("vm-tests: agent: refused a connection from {other:?}"),
+        }
     }
     Ok(())
 }
@@ -82,6 +92,13 @@ pub fn run(port: u16, cmd: &str) -> Result<i32, String> {
             _ => std::io::stderr().write_all(bytes),
         };
     })
+}
+
+/// Like [`run`], returning stdout and stderr (interleaved) instead.
+pub fn output(port: u16, cmd: &str) -> Result<String, String> {
+    let mut all = Vec::new();
+    run_with(port, cmd, |_, bytes| all.extend_from_slice(bytes))?;
+    Ok(String::from_utf8_lossy(&all).into_owned())
 }
 
 /// Like [`run`], discarding the output.

@@ -11,7 +11,10 @@
 //! Ports are fixed and uncommon (etcd 12379/12380/12381, the API server
 //! 16443, scheduler 20259, controller-manager 20257); the run fails loudly
 //! if one is taken. The API server's certificate also names 10.0.2.100,
-//! the address the VM's nodes will dial through QEMU's guestfwd.
+//! the address the VM's nodes dial through QEMU's guestfwd. It authorizes
+//! the kubelets with the Node authorizer (and NodeRestriction), verifies
+//! their serving certificates, and reaches them through the egress proxy
+//! (`egress.rs`).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -22,10 +25,12 @@ use std::time::{Duration, Instant};
 use crate::image;
 
 mod chart;
+mod egress;
 mod nodes;
 pub use chart::NAMESPACE;
 pub use nodes::{
-    guest_data, AGENT_PORT, DEMO, EXTENDER_PORT, EXTENDER_SCHEDULER_PORT, GUEST_SCRIPT,
+    guest_binaries, guest_data, AGENT_PORT, DEMO, EXTENDER_PORT, EXTENDER_SCHEDULER_PORT,
+    GUEST_SCRIPT,
 };
 
 pub const API_PORT: u16 = 16443;
@@ -148,6 +153,30 @@ fn certificates(dir: &Path) -> Result<(), String> {
         "/O=system:masters/CN=ferrolvm-test-admin",
         "extendedKeyUsage=clientAuth\n",
     )?;
+    // The API server's identity towards the kubelets (bound to the
+    // bootstrap role system:kubelet-api-admin, as kubeadm does).
+    sign(
+        "apiserver-kubelet-client",
+        "/CN=kube-apiserver-kubelet-client",
+        "extendedKeyUsage=clientAuth\n",
+    )?;
+    for (node, _) in nodes::NODES {
+        // The kubelet's client identity, which the Node authorizer knows...
+        sign(
+            &format!("kubelet-{node}-client"),
+            &format!("/O=system:nodes/CN=system:node:{node}"),
+            "extendedKeyUsage=clientAuth\n",
+        )?;
+        // ...and its serving certificate, which the API server verifies.
+        sign(
+            &format!("kubelet-{node}-serving"),
+            &format!("/CN={node}"),
+            &format!(
+                "subjectAltName=IP:{},DNS:{node}\nextendedKeyUsage=serverAuth\n",
+                egress::NODE_IP
+            ),
+        )?;
+    }
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
 }
@@ -201,6 +230,8 @@ impl Cluster {
             AGENT_PORT,
             EXTENDER_PORT,
             EXTENDER_SCHEDULER_PORT,
+            nodes::KUBELET_PORTS[0],
+            nodes::KUBELET_PORTS[1],
         ] {
             if !port_is_free(port) {
                 return Err(format!(
@@ -221,6 +252,10 @@ impl Cluster {
             children: Vec::new(),
         };
         let d = |f: &str| dir.join(f).display().to_string();
+        let egress_socket = dir.join("egress.sock");
+        egress::serve(&egress_socket, &nodes::KUBELET_PORTS)?;
+        fs::write(dir.join("egress.yaml"), egress::config(&egress_socket))
+            .map_err(|e| e.to_string())?;
         let etcd_url = |p: u16| format!("http://127.0.0.1:{p}");
         c.spawn(
             "etcd",
@@ -270,9 +305,24 @@ impl Cluster {
                 "--service-cluster-ip-range",
                 "10.0.0.0/24",
                 "--authorization-mode",
-                "RBAC",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NodeRestriction",
                 "--disable-admission-plugins",
                 "ServiceAccount",
+                "--kubelet-client-certificate",
+                &d("apiserver-kubelet-client.crt"),
+                "--kubelet-client-key",
+                &d("apiserver-kubelet-client.key"),
+                "--kubelet-certificate-authority",
+                &d("ca.crt"),
+                "--kubelet-preferred-address-types",
+                "InternalIP",
+                "--egress-selector-config-file",
+                &d("egress.yaml"),
+                // Pods' status.volumeHealth, from the kubelets' NodeGetVolumeHealth.
+                "--feature-gates",
+                "CSIVolumeHealth=true",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type",
                 "none",
@@ -296,9 +346,9 @@ impl Cluster {
             &sa_key,
             "--root-ca-file",
             &ca,
-            // No kubelets: Nodes would be tainted unreachable.
+            // Pod networks are the kubelets' own bridges, not podCIDRs.
             "--controllers",
-            "*,-node-lifecycle-controller,-node-ipam-controller",
+            "*,-node-ipam-controller",
         ]);
         c.spawn("kube-controller-manager", &args)?;
         Ok(c)

@@ -29,6 +29,9 @@ pub const MODULES: &[&str] = &[
     // dependencies (virtio, virtio_ring, net_failover…) follow `depends=`.
     "virtio_pci",
     "virtio_net",
+    // The cluster VM's pod networks (CNI bridge plugin).
+    "bridge",
+    "veth",
 ];
 
 /// Host tools placed in the guest, with their libraries.
@@ -290,6 +293,27 @@ impl Tree {
         );
     }
 
+    /// Every shared library `ldd` names for `host` (none for a static binary).
+    fn add_libraries(&mut self, host: &Path) -> Result<()> {
+        let out = Command::new("ldd")
+            .arg(host)
+            .output()
+            .map_err(|e| e.to_string())?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let lib = match line.split_once("=>") {
+                Some((_, r)) => r.split_whitespace().next(),
+                None => line
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| w.starts_with('/')),
+            };
+            if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
+                self.add_binary(Path::new(lib))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A host binary at its own path, with every symlink on the way and
     /// every shared library `ldd` names.
     pub fn add_binary(&mut self, host: &Path) -> Result<()> {
@@ -310,23 +334,7 @@ impl Tree {
             return self.add_binary(&abs);
         }
         self.add_file(&guest, host, 0o755, false);
-        let out = Command::new("ldd")
-            .arg(host)
-            .output()
-            .map_err(|e| e.to_string())?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let lib = match line.split_once("=>") {
-                Some((_, r)) => r.split_whitespace().next(),
-                None => line
-                    .split_whitespace()
-                    .next()
-                    .filter(|w| w.starts_with('/')),
-            };
-            if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
-                self.add_binary(Path::new(lib))?;
-            }
-        }
-        Ok(())
+        self.add_libraries(host)
     }
 
     pub fn write(self, out: &Path) -> Result<()> {
@@ -437,6 +445,7 @@ pub fn initramfs(
     }
     for (guest, host) in extra {
         t.add_file(guest, host, 0o755, true);
+        t.add_libraries(host)?;
     }
     for (guest, bytes, perm) in data {
         t.add_data(guest, bytes.clone(), *perm);

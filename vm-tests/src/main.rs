@@ -181,7 +181,7 @@ fn with_cluster(tests: &[&str]) -> Result<(cluster::Cluster, Vec<(String, PathBu
         cluster::GUEST_SCRIPT,
         &[],
         &[],
-        vec![("/usr/local/bin/vm-agent".into(), me)],
+        cluster::guest_binaries(&c, &me)?,
         &cluster::guest_data(&c)?,
     )?;
     c.boot_nodes(&kernel, &initrd)?;
@@ -240,9 +240,9 @@ fn sanity_runs(lines: &[String]) -> Vec<SanityRun> {
 /// Specs each configuration must pass (csi-sanity v5.6.0; the README lists
 /// what is skipped and why). Fewer means specs were skipped or lost.
 const SANITY_EXPECTED: &[(&str, u64)] = &[
-    ("thick class, mount access", 43),
-    ("thin class, mount access (xfs)", 65),
-    ("thick class, block access", 43),
+    ("thick class, mount access", 45),
+    ("thin class, mount access (xfs)", 67),
+    ("thick class, block access", 45),
 ];
 /// `sanity.sh` runs every configuration this many times in a row.
 const SANITY_ROUNDS: usize = 3;

@@ -1,9 +1,10 @@
 //! The chart, installed as an operator would: linted, rendered with the
 //! harness's values (`values.yaml`), and every rendered object applied to
-//! the API server (server-side apply, for real). Until kubelet runs in the
-//! VM (issue 11), the values keep the chart's pods from being made (no
-//! replicas, a node selector no Node matches) and the harness runs their
-//! processes itself — but with the chart's identities:
+//! the API server (server-side apply, for real). The values keep the
+//! chart's own pods from being made (no replicas, a node selector no Node
+//! matches): the VM's kubelets run the tests' pods, but ferrolvm's image is
+//! not in their containerd, so the harness runs ferrolvm's processes
+//! itself — but with the chart's identities:
 //! each component gets a token of its chart ServiceAccount (TokenRequest),
 //! so the chart's RBAC is what every call of ferrolvm and its sidecars is
 //! authorised by, and a missing permission fails a test.

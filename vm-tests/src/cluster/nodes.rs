@@ -1,15 +1,23 @@
 //! The cluster's storage half: the VM with two ferrolvm nodes (node1 on
-//! vg1, node2 on vg2) on real device-mapper, the Node and CSINode objects
-//! that kubelet would register for them (a stand-in until kubelet runs in
-//! the VM, issue 11), the chart (`chart.rs`) and the VolumeSnapshotClass,
-//! and on the host `ferrolvm controller` with csi-provisioner, csi-resizer,
-//! csi-snapshotter (all with the chart's controller account), the
-//! snapshot-controller, and the extender (with the chart's account).
+//! vg1, node2 on vg2) on real device-mapper, each with its own kubelet and
+//! containerd (`kubelet-start.sh`), which register the Node and, through
+//! ferrolvm's plugin registration, its CSINode; the chart (`chart.rs`) and
+//! the VolumeSnapshotClass; and on the host `ferrolvm controller` with
+//! csi-provisioner, csi-resizer, csi-snapshotter (all with the chart's
+//! controller account), the snapshot-controller, and the extender (with the
+//! chart's account).
+//!
+//! One VM with two kubelets rather than two VMs: under TCG on a 2-core host
+//! a second guest would double the emulated CPU and memory for nothing the
+//! tests look at; the kubelets share nothing but the kernel (own runtime,
+//! root dir, cgroup root, CNI network, ports).
 //!
 //! The VM's only ways out are QEMU user-network forwards: the guest dials
 //! 10.0.2.100:16443, which QEMU hands to a `busybox nc` on the host that
 //! connects to the API server on 127.0.0.1; the host reaches the guest's
-//! agent (vmsh) on 127.0.0.1:AGENT_PORT. `restrict=on` drops all else.
+//! agent (vmsh) on 127.0.0.1:AGENT_PORT and the kubelets on
+//! 127.0.0.1:KUBELET_PORTS (the API server through the egress proxy).
+//! `restrict=on` drops all else.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +34,9 @@ pub const DRIVER: &str = "ferrolvm.io";
 const TOPOLOGY_KEY: &str = "topology.ferrolvm.io/node";
 /// (node, VG) pairs in the VM.
 pub const NODES: [(&str, &str); 2] = [("node1", "vg1"), ("node2", "vg2")];
+/// The kubelets' ports, node1's then node2's (`kubelet-start.sh` agrees),
+/// on 10.0.2.15 in the guest and 127.0.0.1 on the host.
+pub const KUBELET_PORTS: [u16; 2] = [21250, 21251];
 /// `ferrolvm scheduler` (the extender) and the kube-scheduler that uses it.
 pub const EXTENDER_PORT: u16 = 19251;
 pub const EXTENDER_SCHEDULER_PORT: u16 = 20261;
@@ -38,6 +49,7 @@ pub const GUEST_SCRIPT: &str = include_str!("guest.sh");
 /// The talk's demo, run on the host by `cluster-demo`.
 pub const DEMO: &str = include_str!("demo.sh");
 const NODE_START: &str = include_str!("node-start.sh");
+const KUBELET_START: &str = include_str!("kubelet-start.sh");
 
 /// Node N's device classes: `thick` (default, nothing kept spare) and
 /// `thin` (the VG's 1 GiB pool, overprovisioned 10 times).
@@ -51,8 +63,50 @@ fn read(p: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
+/// A kubelet's kubeconfig: its client certificate, the API server at the
+/// guestfwd address.
+fn kubelet_kubeconfig(node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolvm-test\n  cluster:\n    server: https://10.0.2.100:{API_PORT}\n    certificate-authority: /etc/ferrolvm/ca.crt\nusers:\n- name: {node}\n  user:\n    client-certificate: /etc/kubelet/{node}-client.crt\n    client-key: /etc/kubelet/{node}-client.key\ncontexts:\n- name: {node}\n  context:\n    cluster: ferrolvm-test\n    user: {node}\ncurrent-context: {node}\n"
+    )
+}
+
+/// The programs the guest gets beyond the storage VM's: the vm-agent
+/// (`me`), kubelet and containerd (built by `build.sh`), runc and the CNI
+/// plugins (Debian's).
+pub fn guest_binaries(c: &Cluster, me: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut bins = vec![("/usr/local/bin/vm-agent".to_string(), me.to_path_buf())];
+    for b in ["kubelet", "containerd", "containerd-shim-runc-v2", "ctr"] {
+        bins.push((format!("/usr/local/bin/{b}"), c.bin.join(b)));
+    }
+    bins.push(("/usr/sbin/runc".into(), which("runc")?));
+    for plugin in ["bridge", "host-local", "loopback"] {
+        let p = Path::new("/usr/lib/cni").join(plugin);
+        if !p.exists() {
+            return Err(format!(
+                "{} is missing (apt-get install containernetworking-plugins)",
+                p.display()
+            ));
+        }
+        bins.push((p.display().to_string(), p));
+    }
+    Ok(bins)
+}
+
+/// The images the kubelets run (busybox and pause), built once by
+/// `images.sh` into the cluster tools' directory.
+fn images(c: &Cluster) -> Result<PathBuf, String> {
+    let out = c.bin.with_file_name("images");
+    if !out.join("busybox.tar").exists() || !out.join("pause.tar").exists() {
+        let script = crate::workspace().join("vm-tests/cluster/images.sh");
+        crate::image::run(Command::new("bash").arg(script).arg(&out))?;
+    }
+    Ok(out)
+}
+
 /// Files the guest gets: the nodes' kubeconfig (the API server at the
-/// guestfwd address), its certificates, the node configs and the start script.
+/// guestfwd address), its certificates, the node configs and the start
+/// scripts; the kubelets' kubeconfigs and certificates; the images.
 pub fn guest_data(c: &Cluster) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
     // The nodes authenticate as the chart's ferrolvm-node ServiceAccount.
     let kubeconfig = c.token_kubeconfig(
@@ -77,10 +131,41 @@ pub fn guest_data(c: &Cluster) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
             0o755,
         ),
     ];
-    for (i, (_, vg)) in NODES.iter().enumerate() {
+    for (i, (node, vg)) in NODES.iter().enumerate() {
         files.push((
             format!("/etc/ferrolvm/node{}.yaml", i + 1),
             node_config(vg).into_bytes(),
+            0o644,
+        ));
+        files.push((
+            format!("/etc/kubelet/{node}.kubeconfig"),
+            kubelet_kubeconfig(node).into_bytes(),
+            0o600,
+        ));
+        for kind in ["client", "serving"] {
+            let host = format!("kubelet-{node}-{kind}");
+            files.push((
+                format!("/etc/kubelet/{node}-{kind}.crt"),
+                read(&c.dir.join(format!("{host}.crt")))?,
+                0o644,
+            ));
+            files.push((
+                format!("/etc/kubelet/{node}-{kind}.key"),
+                read(&c.dir.join(format!("{host}.key")))?,
+                0o600,
+            ));
+        }
+    }
+    files.push((
+        "/usr/local/bin/kubelet-start".to_string(),
+        KUBELET_START.as_bytes().to_vec(),
+        0o755,
+    ));
+    let images = images(c)?;
+    for image in ["busybox", "pause"] {
+        files.push((
+            format!("/etc/ferrolvm/images/{image}.tar"),
+            read(&images.join(format!("{image}.tar")))?,
             0o644,
         ));
     }
@@ -94,22 +179,6 @@ fn which(name: &str) -> Result<PathBuf, String> {
         .find(|p| p.exists())
         .ok_or_else(|| format!("{name} is not installed on the host"))
 }
-
-/// The objects kubelet would make: a Node and a CSINode per node (kubelet's
-/// part, stood in for until issue 11). The CSIDriver and StorageClasses
-/// come from the chart.
-fn objects() -> String {
-    let mut y = String::new();
-    for (node, _) in NODES {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    kubernetes.io/hostname: {node}\n    {TOPOLOGY_KEY}: {node}\n---\napiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata:\n  name: {node}\nspec:\n  drivers:\n  - name: {DRIVER}\n    nodeID: {node}\n    topologyKeys: [\"{TOPOLOGY_KEY}\"]\n"
-        ));
-    }
-    y
-}
-
-/// A Node's status as a kubelet would report it: Ready, with room for pods.
-const NODE_STATUS: &str = r#"{"status":{"capacity":{"cpu":"8","memory":"16Gi","pods":"250"},"allocatable":{"cpu":"8","memory":"16Gi","pods":"250"},"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"stand-in for kubelet (vm-tests)","lastHeartbeatTime":null,"lastTransitionTime":null}]}}"#;
 
 impl Cluster {
     pub fn kubectl_apply(&self, yaml: &str) -> Result<(), String> {
@@ -139,7 +208,7 @@ impl Cluster {
     }
 
     /// The chart (ferrolvm's CRD, driver, classes, accounts and RBAC), the
-    /// VolumeSnapshot CRDs, and the nodes' objects.
+    /// VolumeSnapshot CRDs, and the kubelet client's binding.
     pub fn install(&mut self) -> Result<(), String> {
         self.install_chart()?;
         // The VolumeSnapshot CRDs, as the snapshotter's client module ships them.
@@ -159,26 +228,11 @@ impl Cluster {
                 snapshot_crds.display()
             ));
         }
-        self.kubectl_apply(&objects())?;
-        for (node, _) in NODES {
-            image_run(self.kubectl().args([
-                "patch",
-                "node",
-                node,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                NODE_STATUS,
-            ]))?;
-            // The API server taints a new Node not-ready; the node lifecycle
-            // controller lifts it when kubelet reports Ready. Neither runs here.
-            image_run(self.kubectl().args([
-                "taint",
-                "node",
-                node,
-                "node.kubernetes.io/not-ready:NoSchedule-",
-            ]))?;
-        }
+        // The API server's kubelet client may use the kubelets' API (exec,
+        // logs, stats), nothing else.
+        self.kubectl_apply(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: ferrolvm-test:apiserver-kubelet-client\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: system:kubelet-api-admin\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: kube-apiserver-kubelet-client\n",
+        )?;
         image_run(self.kubectl().args([
             "wait",
             "--for=condition=Established",
@@ -196,8 +250,12 @@ impl Cluster {
     /// Boots the VM and waits until both nodes serve CSI.
     pub fn boot_nodes(&mut self, kernel: &Path, initrd: &Path) -> Result<(), String> {
         let nc = which("busybox")?;
+        let kubelets: String = KUBELET_PORTS
+            .iter()
+            .map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:{p}"))
+            .collect();
         let netdev = format!(
-            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{AGENT_PORT}-10.0.2.15:{GUEST_AGENT_PORT},guestfwd=tcp:10.0.2.100:{API_PORT}-cmd:{} nc 127.0.0.1 {API_PORT}",
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{AGENT_PORT}-10.0.2.15:{GUEST_AGENT_PORT}{kubelets},guestfwd=tcp:10.0.2.100:{API_PORT}-cmd:{} nc 127.0.0.1 {API_PORT}",
             nc.display()
         );
         let extra: Vec<String> = ["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]
@@ -205,7 +263,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
         let console = self.dir.join("vm-console.log");
-        let child = crate::qemu::spawn(kernel, initrd, 4096, &extra, &console)?;
+        let child = crate::qemu::spawn(kernel, initrd, 6144, &extra, &console)?;
         self.children.push(("qemu".into(), child));
         let vmsh = self.dir.join("bin/vmsh");
         std::fs::create_dir_all(self.dir.join("bin")).map_err(|e| e.to_string())?;
@@ -230,7 +288,7 @@ impl Cluster {
                     "vm-tests: the VM's nodes serve CSI after {:.0} s",
                     start.elapsed().as_secs_f64()
                 );
-                return Ok(());
+                return self.wait_kubelets(start);
             }
             if start.elapsed() > Duration::from_secs(240) {
                 let console = std::fs::read_to_string(&console).unwrap_or_default();
@@ -240,6 +298,58 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Waits until each kubelet has registered its Node, reports it Ready,
+    /// and has registered ferrolvm (the CSINode names the driver, the Node
+    /// carries the topology label from NodeGetInfo).
+    fn wait_kubelets(&mut self, start: Instant) -> Result<(), String> {
+        let jsonpath = format!(
+            "{{.metadata.labels.{}}} {{.status.conditions[?(@.type==\"Ready\")].status}}",
+            TOPOLOGY_KEY.replace('.', "\\.")
+        );
+        for (node, _) in NODES {
+            loop {
+                self.check_alive()?;
+                let out = self
+                    .kubectl()
+                    .args(["get", "node", node, "-o", &format!("jsonpath={jsonpath}")])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let node_ok = String::from_utf8_lossy(&out.stdout).trim() == format!("{node} True");
+                let out = self
+                    .kubectl()
+                    .args([
+                        "get",
+                        "csinode",
+                        node,
+                        "-o",
+                        "jsonpath={.spec.drivers[*].name}",
+                    ])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let csinode_ok = String::from_utf8_lossy(&out.stdout).trim() == DRIVER;
+                if node_ok && csinode_ok {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(300) {
+                    let log = crate::agent::output(
+                        AGENT_PORT,
+                        &format!("tail -n 40 /run/ferrolvm/kubelet-{node}.log /run/ferrolvm/containerd-{node}.log"),
+                    )
+                    .unwrap_or_else(|e| e);
+                    return Err(format!(
+                        "kubelet {node} did not register a Ready Node with ferrolvm within 300 s:\n{log}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        eprintln!(
+            "vm-tests: both kubelets Ready with ferrolvm registered after {:.0} s",
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// `ferrolvm controller` and the sidecars that drive it, on the host.
