@@ -278,8 +278,10 @@ pub async fn remove_all(c: &Client, names: &[&str]) {
         let _ = pods.delete(n, &now).await;
         let _ = pvcs.delete(n, &now).await;
     }
+    // 180 s: a pod's kubelet must unmount the volume first (under TCG,
+    // with the node's back-off on the busy LV), then the node wipes it.
     for v in volumes {
-        eventually(&format!("LogicalVolume {v} removed"), 60, || async {
+        eventually(&format!("LogicalVolume {v} removed"), 180, || async {
             lvs.get_opt(&v).await.unwrap().is_none().then_some(())
         })
         .await;

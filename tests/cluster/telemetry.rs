@@ -207,7 +207,10 @@ async fn the_node_metrics_are_what_lvm2_reports() {
         assert!(
             value(
                 &s,
-                &format!("ferrolvm_csi_calls_total{{method=\"{method}\",code=\"Ok\"}}")
+                &format!(
+                    "ferrolvm_csi_calls_total{}",
+                    l(&format!("method=\"{method}\",code=\"Ok\""))
+                )
             ) > 0.0,
             "kubelet called {method}"
         );
