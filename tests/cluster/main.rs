@@ -103,17 +103,23 @@ where
     }
 }
 
-/// Runs CMD as root in the VM; its stdout, or a failure with its stderr.
-pub fn vmsh(cmd: &str) -> String {
-    let vmsh = std::env::var_os("FERROLVM_VMSH").expect("FERROLVM_VMSH: run under vm-tests");
-    let out = std::process::Command::new(vmsh).arg(cmd).output().unwrap();
+/// Runs the tool the harness names in `env` with `args`; its stdout, or a
+/// failure naming its stderr.
+pub fn harness_tool(env: &str, args: &[&str]) -> String {
+    let exe = std::env::var_os(env).unwrap_or_else(|| panic!("{env}: run under vm-tests"));
+    let out = std::process::Command::new(exe).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "vmsh {cmd:?}: {}\n{}",
+        "{env} {args:?}: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs CMD as root in the VM; its stdout, or a failure with its stderr.
+pub fn vmsh(cmd: &str) -> String {
+    harness_tool("FERROLVM_VMSH", &[cmd])
 }
 
 /// Waits until nothing holds LV `vg/lv` open as lvm2 sees it (kubelet

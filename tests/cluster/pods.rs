@@ -20,19 +20,7 @@ use crate::{
 
 /// `kubectl ARGS`; its stdout, or a failure naming its stderr.
 fn kubectl(args: &[&str]) -> String {
-    let kubectl =
-        std::env::var_os("FERROLVM_KUBECTL").expect("FERROLVM_KUBECTL: run under vm-tests");
-    let out = std::process::Command::new(kubectl)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    crate::harness_tool("FERROLVM_KUBECTL", args)
 }
 
 /// `script` run by sh in pod `pod`'s container; its stdout.
