@@ -6,9 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let csi = dir.join("csi.proto");
     // kubelet's plugin registration, which `ferrolvm node` serves itself.
     let registration = dir.join("pluginregistration/api.proto");
-    println!("cargo:rerun-if-changed={}", csi.display());
-    println!("cargo:rerun-if-changed={}", registration.display());
-    let fds = protox::compile([&csi, &registration], [dir])?;
+    // TopoLVM's lvmd protocol, which `ferrolvm lvmd` serves.
+    let lvmd = dir.join("lvmd/lvmd.proto");
+    for p in [&csi, &registration, &lvmd] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    let fds = protox::compile([&csi, &registration, &lvmd], [dir])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

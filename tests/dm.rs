@@ -1888,3 +1888,185 @@ fn luks_and_partition_tables_are_never_formatted() {
         );
     }
 }
+
+/// `ferrolvm lvmd` answers TopoLVM's lvmd protocol: volumes by name in a
+/// thick and a thin class, lvm2's own `lv_attr` for them, capacity that
+/// moves and a Watch stream that says so, snapshots and clones, and lvmd's
+/// codes for what it refuses.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn lvmd_protocol_over_the_engine_agrees_with_lvm2() {
+    use ferrolvm_proto::lvmd::lv_service_client::LvServiceClient;
+    use ferrolvm_proto::lvmd::vg_service_client::VgServiceClient;
+    use ferrolvm_proto::lvmd::*;
+    use std::time::{Duration, Instant};
+    let l = Loops::with_dm(1, 512);
+    vg_with_pool(&l, "lmvg", "128m");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lvmd.yaml");
+    std::fs::write(
+        &cfg,
+        "device-classes:\n  - {name: thick, volume-group: lmvg, default: true, spare-gb: 0}\n  - {name: thin, volume-group: lmvg, type: thin, thin-pool: {name: pool, overprovision-ratio: 4}}\n",
+    )
+    .unwrap();
+    let sock = dir.path().join("lvmd.sock");
+    let mut lvmd = Command::new(env!("CARGO_BIN_EXE_ferrolvm"))
+        .args(["lvmd", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--devices", &l.list()])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no socket");
+        assert!(lvmd.try_wait().unwrap().is_none(), "ferrolvm lvmd exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt
+        .block_on(ferrolvm::csi::unix_channel(sock.clone()))
+        .unwrap();
+    let mut lv = LvServiceClient::new(ch.clone());
+    let mut vg = VgServiceClient::new(ch);
+    let free = |vg: &mut VgServiceClient<_>, class: &str| {
+        rt.block_on(vg.get_free_bytes(GetFreeBytesRequest {
+            device_class: class.into(),
+        }))
+        .unwrap()
+        .into_inner()
+        .free_bytes
+    };
+    let mut watch = rt.block_on(vg.watch(Empty {})).unwrap().into_inner();
+    let first = rt.block_on(watch.message()).unwrap().unwrap();
+    let before = free(&mut vg, "");
+    assert_eq!(first.free_bytes, before, "Watch: {first:?}");
+    assert_eq!(first.items.len(), 2, "{first:?}");
+    let mib = 1 << 20;
+    let create = |lv: &mut LvServiceClient<_>, name: &str, class: &str| {
+        rt.block_on(lv.create_lv(CreateLvRequest {
+            name: name.into(),
+            device_class: class.into(),
+            size_bytes: 8 * mib,
+            ..Default::default()
+        }))
+        .map(|r| r.into_inner().volume.unwrap())
+    };
+    let thick = create(&mut lv, "vol-a", "").unwrap();
+    assert_eq!(thick.name, "vol-a");
+    assert_eq!(thick.size_bytes, 8 * mib);
+    assert_eq!(thick.path, "/dev/lmvg/vol-a");
+    assert!(thick.dev_major > 0, "{thick:?}");
+    assert_eq!(thick.attr, lv_attr(&l, "lmvg/vol-a"), "lvm2 reads the same");
+    assert_eq!(free(&mut vg, "thick"), before - 8 * mib as u64);
+    // The watcher sees the commit and Watch sends the new capacity.
+    let moved = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let m = watch.message().await.unwrap().unwrap();
+                    if m.free_bytes != before {
+                        return m;
+                    }
+                }
+            })
+            .await
+        })
+        .expect("Watch sent no new capacity");
+    assert_eq!(moved.free_bytes, before - 8 * mib as u64);
+    let thin = create(&mut lv, "thin-a", "thin").unwrap();
+    let lvm2 = lv_attr(&l, "lmvg/thin-a");
+    // lvm2 also shows the pool's zeroing (`z`), which ferrolvm leaves out.
+    let mut ours = thin.attr.clone();
+    ours.replace_range(7..8, &lvm2[7..8]);
+    assert_eq!(ours, lvm2, "thin attr {}", thin.attr);
+    let listed = rt
+        .block_on(vg.get_lv_list(GetLvListRequest {
+            device_class: "thick".into(),
+        }))
+        .unwrap()
+        .into_inner()
+        .volumes;
+    let names: Vec<&str> = listed.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["vol-a"],
+        "the thick class lists its own volume only"
+    );
+    let grown = rt
+        .block_on(lv.resize_lv(ResizeLvRequest {
+            name: "vol-a".into(),
+            device_class: "thick".into(),
+            size_bytes: 16 * mib,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.size_bytes, 16 * mib);
+    let size = l.lvm_ok(&[
+        "lvs",
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "lv_size",
+        "lmvg/vol-a",
+    ]);
+    assert_eq!(size.trim(), (16 * mib).to_string());
+    let snapshot = |lv: &mut LvServiceClient<_>, name: &str, source: &str, access: &str| {
+        rt.block_on(lv.create_lv_snapshot(CreateLvSnapshotRequest {
+            name: name.into(),
+            device_class: "thin".into(),
+            source_volume: source.into(),
+            access_type: access.into(),
+            size_bytes: 8 * mib,
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("CreateLVSnapshot {name}: {e}"))
+        .into_inner()
+        .snapshot
+        .unwrap()
+    };
+    assert_eq!(snapshot(&mut lv, "snap-a", "thin-a", "ro").name, "snap-a");
+    let clone = snapshot(&mut lv, "clone-a", "snap-a", "rw");
+    assert!(clone.attr.starts_with("Vwi-a"), "{clone:?}");
+    // What lvmd refuses, with lvmd's codes.
+    let code = |r: Result<LogicalVolume, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(code(create(&mut lv, "x", "hdd")), tonic::Code::NotFound);
+    assert_eq!(code(create(&mut lv, "", "")), tonic::Code::InvalidArgument);
+    let tagged = rt.block_on(lv.create_lv(CreateLvRequest {
+        name: "tagged".into(),
+        tags: vec!["t".into()],
+        size_bytes: 8 * mib,
+        ..Default::default()
+    }));
+    assert_eq!(tagged.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let huge = rt.block_on(lv.create_lv(CreateLvRequest {
+        name: "huge".into(),
+        size_bytes: 4096 * mib,
+        ..Default::default()
+    }));
+    assert_eq!(huge.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    for name in ["vol-a", "clone-a", "snap-a", "thin-a"] {
+        rt.block_on(lv.remove_lv(RemoveLvRequest {
+            name: name.into(),
+            device_class: if name == "vol-a" { "thick" } else { "thin" }.into(),
+        }))
+        .unwrap_or_else(|e| panic!("RemoveLV {name}: {e}"));
+    }
+    let gone = rt.block_on(lv.remove_lv(RemoveLvRequest {
+        name: "vol-a".into(),
+        device_class: "thick".into(),
+    }));
+    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
+    let left = l.lv_names(false);
+    for name in ["vol-a", "thin-a", "clone-a"] {
+        assert!(!left.iter().any(|n| n == name), "{name} still in {left:?}");
+    }
+    let _ = lvmd.kill();
+    let _ = lvmd.wait();
+    l.lvm_ok(&["vgchange", "-an", "lmvg"]);
+    thin_check(&l, "lmvg", "pool");
+    l.assert_vgck_clean("lmvg");
+}

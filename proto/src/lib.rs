@@ -3,7 +3,7 @@
 //! and clients. Nothing else lives here, so no other crate needs a build
 //! script.
 
-/// The Container Storage Interface v1.12.0 (`csi.proto`): the Identity,
+/// The Container Storage Interface v1.13.0 (`csi.proto`): the Identity,
 /// Controller, Node and GroupController services.
 pub mod csi {
     #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -18,4 +18,12 @@ pub mod csi {
 pub mod pluginregistration {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
     tonic::include_proto!("pluginregistration");
+}
+
+/// TopoLVM's lvmd protocol (v0.41.0, proto package `proto`): `LVService`
+/// and `VGService` on a Unix socket, which `ferrolvm lvmd` serves and the
+/// peer benchmark drives against TopoLVM's own `lvmd`.
+pub mod lvmd {
+    #![allow(clippy::all, missing_docs, unreachable_pub)]
+    tonic::include_proto!("proto");
 }

@@ -183,6 +183,9 @@ pub enum Cmd {
         #[arg(required = true)]
         vgs: Vec<String>,
     },
+    /// Serve TopoLVM's lvmd protocol (LVService, VGService) on a Unix socket,
+    /// over the node engine: lvmd's calls, no lvm processes.
+    Lvmd(LvmdArgs),
     /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
     Node(NodeArgs),
     /// The Kubernetes-backed CSI controller: Identity and Controller on a Unix
@@ -254,6 +257,24 @@ pub struct LvcreateArgs {
 }
 
 /// `ferrolvm node`'s flags.
+/// `ferrolvm lvmd`: where TopoLVM's lvmd would run.
+#[derive(Args, Debug)]
+pub struct LvmdArgs {
+    /// Device classes, in TopoLVM's lvmd.yaml shape.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The socket (lvmd's default path; lvmd.yaml's socket-name is not read).
+    #[arg(long, default_value = "/run/topolvm/lvmd.sock")]
+    pub socket: PathBuf,
+    /// The group that may use the socket too (mode 0660); without it the
+    /// socket is root's alone (0600).
+    #[arg(long = "socket-group")]
+    pub socket_group: Option<String>,
+    /// Seconds that in-flight calls may run after SIGTERM.
+    #[arg(long = "shutdown-grace", default_value_t = 20)]
+    pub shutdown_grace: u64,
+}
+
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// Device classes, in TopoLVM's lvmd.yaml shape.

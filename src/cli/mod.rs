@@ -84,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => lv::resize(&host, size, extents, &args, false),
         Cmd::Lvrename { args } => lv::lvrename(&host, &args),
         Cmd::Node(a) => serve::node(host, a),
+        Cmd::Lvmd(a) => serve::lvmd(host, a),
         Cmd::Controller(a) => serve::controller(a),
         Cmd::Scheduler(a) => serve::scheduler(a),
         Cmd::Crd => {

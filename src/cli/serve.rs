@@ -2,7 +2,8 @@
 //! and the CSI services onto one Unix socket and, unless standalone, the
 //! reconciler of this node's LogicalVolumes and the capacity it publishes;
 //! `ferrolvm controller` serves CSI Identity and Controller over
-//! LogicalVolume objects. Both shut down gracefully on SIGTERM.
+//! LogicalVolume objects; `ferrolvm lvmd` serves TopoLVM's lvmd protocol
+//! over the node engine. All shut down gracefully on SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
 use ferrolvm_proto::pluginregistration::registration_server::RegistrationServer;
 
-use super::args::{ControllerArgs, NodeArgs, SchedulerArgs};
+use super::args::{ControllerArgs, LvmdArgs, NodeArgs, SchedulerArgs};
 use super::usage;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -151,7 +152,80 @@ async fn kube_client() -> Result<kube::Client> {
     })
 }
 
-pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
+/// A node engine at work: its change watcher and its wiper run while this
+/// is held.
+struct Started {
+    engine: Arc<NodeEngine>,
+    /// Ticks on every change of a watched VG.
+    changes: tokio::sync::watch::Receiver<u64>,
+    _watcher: watch::Watcher,
+    _wiper: std::thread::JoinHandle<()>,
+}
+
+/// The node engine of `ferrolvm node` and `ferrolvm lvmd`: device-mapper
+/// checked, the device classes loaded, a crash's leftovers recovered, the
+/// change watcher and the wiper started.
+fn start_engine(
+    mut host: Host,
+    config: &std::path::Path,
+    publish_roots: Vec<PathBuf>,
+) -> Result<Started> {
+    host.lock_wait = Some(NODE_LOCK_WAIT);
+    // A node without device-mapper could commit metadata it cannot activate.
+    crate::lvm::activate::Dm::open()
+        .map_err(|e| LvmError::Refused(format!("ferrolvm needs device-mapper: {e}")))?;
+    let cfg = NodeConfig::load(config).map_err(|e| usage(e.to_string()))?;
+    let engine = Arc::new(NodeEngine::new(host.clone(), cfg).with_publish_roots(publish_roots));
+    // A crash may have left a pool with queued messages or an origin suspended.
+    match engine.recover() {
+        Ok(resumed) if !resumed.is_empty() => {
+            tracing::warn!(?resumed, "resumed thin volumes a crash left suspended")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(%e, "thin pool recovery failed; thin classes may not work"),
+    }
+    let (changed, changes) = tokio::sync::watch::channel(0u64);
+    let _watcher = watch_capacity(host, engine.clone(), changed);
+    // Deleted thick volumes are wiped in the background; a pass at start
+    // finishes what a crash interrupted.
+    let _wiper = engine.run_wiper(WIPE_EVERY);
+    Ok(Started {
+        engine,
+        changes,
+        _watcher,
+        _wiper,
+    })
+}
+
+/// `ferrolvm lvmd`: TopoLVM's lvmd protocol on `args.socket`, until SIGTERM.
+pub fn lvmd(host: Host, args: LvmdArgs) -> Result<()> {
+    use ferrolvm_proto::lvmd::lv_service_server::LvServiceServer;
+    use ferrolvm_proto::lvmd::vg_service_server::VgServiceServer;
+    let socket_group = args.socket_group.as_deref().map(group_id).transpose()?;
+    let grace = Duration::from_secs(args.shutdown_grace);
+    // No publish roots: lvmd's protocol mounts nothing.
+    let started = start_engine(host, &args.config, vec![])?;
+    let service = Arc::new(crate::csi::lvmd::Lvmd {
+        engine: started.engine.clone(),
+        changes: started.changes.clone(),
+    });
+    let rt = runtime()?;
+    let served = rt.block_on(async move {
+        let stop = stop_signal();
+        let counters = crate::metrics::node::NodeCounters::default();
+        let router = tonic::transport::Server::builder()
+            .layer(counters.csi.layer())
+            .add_service(LvServiceServer::from_arc(service.clone()))
+            .add_service(VgServiceServer::from_arc(service));
+        tracing::info!(socket = %args.socket.display(), "serving the lvmd protocol");
+        serve_until_stopped(&args.socket, socket_group, router, grace, stop).await
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+    drop(started);
+    served
+}
+
+pub fn node(host: Host, args: NodeArgs) -> Result<()> {
     let NodeArgs {
         config,
         node_name: node,
@@ -169,29 +243,16 @@ pub fn node(mut host: Host, args: NodeArgs) -> Result<()> {
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
     let registration_socket = crate::csi::registration::socket_path(&kubelet_dir);
-    host.lock_wait = Some(NODE_LOCK_WAIT);
-    // A node without device-mapper could commit metadata it cannot activate.
-    crate::lvm::activate::Dm::open()
-        .map_err(|e| LvmError::Refused(format!("ferrolvm node needs device-mapper: {e}")))?;
-    let cfg = NodeConfig::load(&config).map_err(|e| usage(e.to_string()))?;
     let path = socket_path(&csi_endpoint)?;
     let socket_group = socket_group.as_deref().map(group_id).transpose()?;
-    let engine = Arc::new(NodeEngine::new(host.clone(), cfg).with_publish_roots(vec![kubelet_dir]));
+    let Started {
+        engine,
+        changes,
+        _watcher,
+        _wiper,
+    } = start_engine(host, &config, vec![kubelet_dir])?;
     let e = engine.clone();
     let probe = Arc::new(move || e.probe());
-    // A crash may have left a pool with queued messages or an origin suspended.
-    match engine.recover() {
-        Ok(resumed) if !resumed.is_empty() => {
-            tracing::warn!(?resumed, "resumed thin volumes a crash left suspended")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!(%e, "thin pool recovery failed; thin classes may not work"),
-    }
-    let (changed, changes) = tokio::sync::watch::channel(0u64);
-    let _watcher = watch_capacity(host, engine.clone(), changed);
-    // Deleted thick volumes are wiped in the background; a pass at start
-    // finishes what a crash interrupted.
-    let _wiper = engine.run_wiper(WIPE_EVERY);
     let rt = runtime()?;
     let served = rt.block_on(async move {
         let stop = stop_signal();

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod capabilities;
 pub mod controller;
 pub mod identity;
+pub mod lvmd;
 pub mod node;
 pub mod registration;
 pub mod standalone;

@@ -14,7 +14,7 @@ use ferrolvm_metadata::{Area, Lv, Vg};
 use crate::lvm::scan::Scan;
 
 mod thin;
-pub use thin::PoolStatus;
+pub use thin::{DeviceState, PoolStatus};
 
 /// One table line: start, length (sectors), target type, parameters.
 pub type TableLine = (u64, u64, String, String);

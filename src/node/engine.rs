@@ -124,6 +124,20 @@ impl NodeEngine {
         Ok(self.list()?.into_iter().find(|v| v.id == id))
     }
 
+    /// The volume of `class` named `name` (its CSI name), from one read of
+    /// the class's VG: for callers that address volumes by name, as
+    /// TopoLVM's lvmd protocol does.
+    pub fn find_named(
+        &self,
+        class: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Volume>, VolumeError> {
+        let c = self.class(class)?;
+        let vg = self.read_vg(&c.volume_group)?;
+        let found = class_volumes(&c, &vg).find(|v| v.name == name);
+        Ok(found)
+    }
+
     /// Bytes a new volume of `class` can get.
     pub fn capacity(&self, class: Option<&str>) -> Result<u64, VolumeError> {
         let c = self.class(class)?;

@@ -24,6 +24,7 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 use super::engine::NodeEngine;
 use super::target::{fd_path, kind, Target};
 use super::volume::{Volume, VolumeError};
+pub use crate::lvm::activate::DeviceState;
 use crate::lvm::activate::{dm_name, Dm};
 
 /// How a volume is to appear at its target.
@@ -451,6 +452,31 @@ pub fn health(engine: &NodeEngine, id: &str) -> Result<Option<String>, VolumeErr
         Ok(dm) => dm.trouble(&dm_name(&v.vg, &v.lv, None)),
         Err(e) => Some(e.to_string()),
     })
+}
+
+/// A volume's device as lvm2 reports it: its `/dev/<vg>/<lv>` link, the
+/// device number (0:0 when inactive) and device-mapper's view of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub path: std::path::PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    pub state: DeviceState,
+}
+
+/// The device of volume `v`; device-mapper unusable reads as missing.
+pub fn device(v: &Volume) -> Device {
+    let name = dm_name(&v.vg, &v.lv, None);
+    let state = Dm::open().map_or(DeviceState::Missing, |dm| dm.state(&name));
+    let rdev = std::fs::metadata(crate::lvm::activate::mapper_path(&name))
+        .map(|m| m.rdev())
+        .unwrap_or(0);
+    Device {
+        path: Path::new("/dev").join(&v.vg).join(&v.lv),
+        major: nix::sys::stat::major(rdev) as u32,
+        minor: nix::sys::stat::minor(rdev) as u32,
+        state,
+    }
 }
 
 /// Usage of volume `id` published at `path`.

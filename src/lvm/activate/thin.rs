@@ -446,18 +446,17 @@ impl Dm {
         Ok(resumed)
     }
 
-    /// Why the device named `name` is unusable, if it is: missing, suspended,
-    /// or reported failed by its target (a thin device over a failed pool
-    /// says `Fail`).
-    pub fn trouble(&self, name: &str) -> Option<String> {
+    /// The state of the device named `name`, as lvm2's `lv_attr` shows it
+    /// (state, open, health).
+    pub fn state(&self, name: &str) -> DeviceState {
         let Ok(dname) = DmName::new(name) else {
-            return Some(format!("{name} is not a device-mapper name"));
+            return DeviceState::Missing;
         };
         let Ok(info) = self.dm.device_info(&DevId::Name(dname)) else {
-            return Some(format!("device-mapper device {name} is missing"));
+            return DeviceState::Missing;
         };
         if info.flags().contains(DmFlags::DM_SUSPEND) {
-            return Some(format!("device-mapper device {name} is suspended"));
+            return DeviceState::Suspended;
         }
         let failed = self
             .dm
@@ -468,7 +467,27 @@ impl Dm {
                     .any(|(_, _, _, st)| st.split_whitespace().any(|w| w == "Fail"))
             })
             .unwrap_or(false);
-        failed.then(|| format!("device-mapper device {name} reports a failure"))
+        if failed {
+            return DeviceState::Failed;
+        }
+        DeviceState::Live {
+            open: info.open_count() > 0,
+        }
+    }
+
+    /// Why the device named `name` is unusable, if it is: missing, suspended,
+    /// or reported failed by its target (a thin device over a failed pool
+    /// says `Fail`).
+    pub fn trouble(&self, name: &str) -> Option<String> {
+        if DmName::new(name).is_err() {
+            return Some(format!("{name} is not a device-mapper name"));
+        }
+        match self.state(name) {
+            DeviceState::Missing => Some(format!("device-mapper device {name} is missing")),
+            DeviceState::Suspended => Some(format!("device-mapper device {name} is suspended")),
+            DeviceState::Failed => Some(format!("device-mapper device {name} reports a failure")),
+            DeviceState::Live { .. } => None,
+        }
     }
 
     /// Mapped sectors of an active thin LV (its `thin` status).
@@ -481,4 +500,17 @@ impl Dm {
             .ok()?;
         lines.first()?.3.split_whitespace().next()?.parse().ok()
     }
+}
+
+/// What device-mapper says of an LV's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    Missing,
+    Suspended,
+    /// Its target reports `Fail` (a thin device over a failed pool).
+    Failed,
+    Live {
+        /// Held open (mounted, or by a process).
+        open: bool,
+    },
 }
