@@ -64,3 +64,18 @@ pub fn row(what: &str, ours: Vec<Duration>, theirs: Vec<Duration>) {
         lm / fm
     );
 }
+
+/// A VM benchmark's N (its first numeric argument, else 100); refuses to
+/// run where there is no device-mapper, naming the command that boots it.
+pub fn vm_bench_count(command: &str) -> usize {
+    assert!(
+        std::fs::read_to_string("/proc/misc")
+            .unwrap_or_default()
+            .contains("device-mapper"),
+        "run inside the VM: cargo run -p vm-tests -- {command}"
+    );
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100)
+}

@@ -12,16 +12,7 @@ use common::*;
 use ferrolvm_metadata::ops::NewLv;
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100);
-    assert!(
-        std::fs::read_to_string("/proc/misc")
-            .unwrap_or_default()
-            .contains("device-mapper"),
-        "run inside the VM: cargo run -p vm-tests -- bench"
-    );
+    let n = vm_bench_count("bench");
     let ferro = env!("CARGO_BIN_EXE_ferrolvm");
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (

@@ -67,16 +67,7 @@ async fn create_and_publish(ch: tonic::transport::Channel, name: String) -> Dura
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100);
-    assert!(
-        std::fs::read_to_string("/proc/misc")
-            .unwrap_or_default()
-            .contains("device-mapper"),
-        "run inside the VM: cargo run -p vm-tests -- bench-csi"
-    );
+    let n = vm_bench_count("bench-csi");
     let ferro = env!("CARGO_BIN_EXE_ferrolvm");
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (

@@ -7,6 +7,9 @@
 //! - `run-script FILE`: FILE run by `/bin/sh` as root in the same kind of VM.
 //! - `demo`: a walk through the main job, step by step.
 //! - `bench [N]`: `benches/vm_activate.rs` in the VM (ferrolvm vs lvm2).
+//! - `bench-csi [N]`: `benches/vm_csi.rs` (the CSI path, beside lvm2).
+//! - `bench-peer [N]`: `benches/vm_peer.rs`, TopoLVM's `lvmd` (built by
+//!   `vm-tests/peer/build.sh`) against `ferrolvm lvmd` over lvmd's protocol.
 //! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
 //! - `cluster-test`: the Kubernetes suite (`tests/cluster.rs`) against a real
 //!   control plane on 127.0.0.1 (see `cluster.rs`).
@@ -159,7 +162,19 @@ fn boot_with(
     echo: bool,
     memory_mib: u32,
 ) -> Result<qemu::Outcome, String> {
-    let (kernel, initrd) = guest_image(payload, tests, features, Vec::new(), &[])?;
+    boot_extra(payload, tests, features, Vec::new(), echo, memory_mib)
+}
+
+/// [`boot_with`], with `extra` (guest path, host path) binaries.
+fn boot_extra(
+    payload: &str,
+    tests: &[&str],
+    features: &[&str],
+    extra: Vec<(String, PathBuf)>,
+    echo: bool,
+    memory_mib: u32,
+) -> Result<qemu::Outcome, String> {
+    let (kernel, initrd) = guest_image(payload, tests, features, extra, &[])?;
     eprintln!("vm-tests: booting {} under TCG", kernel.display());
     qemu::boot(
         &kernel,
@@ -394,6 +409,25 @@ fn main() -> ExitCode {
             // 200 ext4 volumes with their journals need room on the guest's RAM-backed root.
             boot_with(&payload, &["vm_csi"], &[], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
         }
+        Some("bench-peer") => {
+            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
+            let peer = cache_dir().join("peer");
+            image::run(
+                Command::new("bash")
+                    .arg(workspace().join("vm-tests/peer/build.sh"))
+                    .arg(&peer),
+            )
+            .and_then(|_| {
+                let lvmd = peer.join("bin/lvmd");
+                let payload = format!("/usr/local/bin/vm_peer-tests {n}\n");
+                let extra = vec![("/usr/local/bin/lvmd".to_string(), lvmd)];
+                boot_extra(&payload, &["vm_peer"], &[], extra, true, 6144)
+            })
+            .and_then(|o| match o.code {
+                Some(0) => Ok(()),
+                _ => Err("the peer benchmark failed".into()),
+            })
+        }
         Some("csi-sanity") => csi_sanity().and_then(|exe| {
             let _ = SANITY_BIN.set(exe);
             boot(SANITY, &[], true).and_then(|o| {
@@ -422,7 +456,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | bench-peer [N] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo"
                 .into(),
         ),
     };

@@ -1,0 +1,385 @@
+//! Benchmark inside the VM (not a test): TopoLVM's own `lvmd` (v0.41.0)
+//! against `ferrolvm lvmd`, both driven by one client over lvmd's gRPC
+//! protocol on Unix sockets, on two identical VGs made by lvm2 (each with a
+//! thick class and a thin class on a pool), interleaved in one run:
+//! CreateLV thick and thin, ResizeLV, RemoveLV and GetFreeBytes, one caller
+//! and 32 concurrent callers; each daemon's memory idle and at its peak;
+//! the processes each spawns per operation, from the kernel's process
+//! accounting (one record per exited process, threads not counted).
+//! Run with `cargo run -p vm-tests -- bench-peer [N]`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferrolvm_proto::lvmd::lv_service_client::LvServiceClient;
+use ferrolvm_proto::lvmd::vg_service_client::VgServiceClient;
+use ferrolvm_proto::lvmd::*;
+use tonic::transport::Channel;
+
+/// 100 thick LVs grown to twice this fit the 8 GiB VG beside the pool.
+const LV_BYTES: i64 = 16 << 20;
+const CALLERS: usize = 32;
+
+/// One daemon under test: its process and its channel.
+struct Peer {
+    name: &'static str,
+    child: Child,
+    ch: Channel,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A VG of one loop device with a thin pool, made by lvm2 the same way for
+/// both peers.
+fn make_vg(dir: &Path, vg: &str) -> Loop {
+    let l = make_loop(dir, vg, 8192);
+    let dev = l.0.display().to_string();
+    run(lvm().args(["vgcreate", vg, &dev]));
+    run(lvm().args(["lvcreate", "-T", "-L", "1g", &format!("{vg}/pool")]));
+    l
+}
+
+/// The same two classes for both; `thick_extra` adds keys to the thick one.
+fn config(vg: &str, thick_extra: &str) -> String {
+    format!(
+        "device-classes:\n  - {{name: thick, volume-group: {vg}, default: true, spare-gb: 0{thick_extra}}}\n  - {{name: thin, volume-group: {vg}, type: thin, thin-pool: {{name: pool, overprovision-ratio: 10}}}}\n"
+    )
+}
+
+async fn connect(sock: &Path, child: &mut Child) -> Channel {
+    for _ in 0..600 {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("{} exited before serving: {st}", sock.display());
+        }
+        if sock.exists() {
+            if let Ok(ch) = ferrolvm::csi::unix_channel(sock.to_path_buf()).await {
+                return ch;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", sock.display());
+}
+
+fn lv(ch: &Channel) -> LvServiceClient<Channel> {
+    LvServiceClient::new(ch.clone())
+}
+
+async fn create(ch: Channel, name: String, class: &'static str) -> Duration {
+    let t = Instant::now();
+    lv(&ch)
+        .create_lv(CreateLvRequest {
+            name: name.clone(),
+            device_class: class.into(),
+            size_bytes: LV_BYTES,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateLV {name}: {e}"));
+    t.elapsed()
+}
+
+async fn resize(ch: Channel, name: String, class: &'static str) -> Duration {
+    let t = Instant::now();
+    let r = lv(&ch)
+        .resize_lv(ResizeLvRequest {
+            name: name.clone(),
+            device_class: class.into(),
+            size_bytes: 2 * LV_BYTES,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ResizeLV {name}: {e}"))
+        .into_inner();
+    assert!(r.size_bytes >= 2 * LV_BYTES, "ResizeLV {name}: {r:?}");
+    t.elapsed()
+}
+
+async fn remove(ch: Channel, name: String, class: &'static str) -> Duration {
+    let t = Instant::now();
+    lv(&ch)
+        .remove_lv(RemoveLvRequest {
+            name: name.clone(),
+            device_class: class.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveLV {name}: {e}"));
+    t.elapsed()
+}
+
+async fn free(ch: Channel, _: String, class: &'static str) -> Duration {
+    let t = Instant::now();
+    VgServiceClient::new(ch)
+        .get_free_bytes(GetFreeBytesRequest {
+            device_class: class.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("GetFreeBytes: {e}"));
+    t.elapsed()
+}
+
+/// BSD process accounting (acct(2), v3 records of 64 bytes): every process
+/// that exits while it is on is one record, whatever spawned it; threads
+/// are not processes and make none. A record is written as the process
+/// exits, before its parent can reap it, so a call that waited for its
+/// command has its record on file when it returns.
+struct Accounting {
+    path: PathBuf,
+    read: usize,
+}
+
+impl Accounting {
+    fn start(path: PathBuf) -> Accounting {
+        std::fs::write(&path, b"").unwrap();
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::acct(c.as_ptr()) };
+        assert_eq!(rc, 0, "acct: {}", std::io::Error::last_os_error());
+        Accounting { path, read: 0 }
+    }
+
+    /// The processes that exited since the last call.
+    fn take(&mut self) -> usize {
+        let bytes = std::fs::read(&self.path).unwrap();
+        let new = &bytes[self.read..];
+        assert_eq!(new.len() % 64, 0, "acct records are 64 bytes (v3)");
+        for r in new.chunks(64) {
+            assert_eq!(r[1], 3, "acct record version");
+        }
+        self.read = bytes.len();
+        new.len() / 64
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        // SAFETY: a null path turns accounting off.
+        unsafe { libc::acct(std::ptr::null()) };
+    }
+}
+
+#[derive(Default)]
+struct Timings {
+    times: Vec<Duration>,
+    wall: Duration,
+    spawned: usize,
+    ops: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Create,
+    Resize,
+    Remove,
+    Free,
+}
+
+async fn call(op: Op, ch: Channel, name: String, class: &'static str) -> Duration {
+    match op {
+        Op::Create => create(ch, name, class).await,
+        Op::Resize => resize(ch, name, class).await,
+        Op::Remove => remove(ch, name, class).await,
+        Op::Free => free(ch, name, class).await,
+    }
+}
+
+/// `op` on every one of `names` at once, counting the processes that
+/// exited meanwhile (only one peer works at a time, and nothing else runs
+/// in the VM).
+async fn phase(
+    peer: &Peer,
+    op: Op,
+    names: &[String],
+    class: &'static str,
+    acct: &mut Accounting,
+) -> Timings {
+    acct.take();
+    let wall = Instant::now();
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|n| tokio::spawn(call(op, peer.ch.clone(), n.clone(), class)))
+        .collect();
+    let mut times = Vec::new();
+    for t in tasks {
+        times.push(t.await.unwrap());
+    }
+    Timings {
+        ops: times.len(),
+        times,
+        wall: wall.elapsed(),
+        spawned: acct.take(),
+    }
+}
+
+fn row(what: &str, topolvm: &Timings, ferro: &Timings) -> f64 {
+    let (tm, tp) = stats(topolvm.times.clone());
+    let (fm, fp) = stats(ferro.times.clone());
+    println!(
+        "| {what} | {tm:.2} ms | {tp:.2} ms | {:.2} s | {fm:.2} ms | {fp:.2} ms | {:.2} s | {:.1}x | {:.2} | {:.2} |",
+        topolvm.wall.as_secs_f64(),
+        ferro.wall.as_secs_f64(),
+        tm / fm,
+        topolvm.spawned as f64 / topolvm.ops as f64,
+        ferro.spawned as f64 / ferro.ops as f64,
+    );
+    tm / fm
+}
+
+fn main() {
+    let n = vm_bench_count("bench-peer");
+    let ferro = env!("CARGO_BIN_EXE_ferrolvm");
+    let lvmd = std::env::var("TOPOLVM_LVMD").unwrap_or_else(|_| "/usr/local/bin/lvmd".into());
+    let dir = tempfile::tempdir().unwrap();
+    let _a = make_vg(dir.path(), "peer-topolvm");
+    let _b = make_vg(dir.path(), "peer-ferrolvm");
+    // lvmd runs lvm directly: in a pod it enters the host's namespaces with
+    // nsenter first, one process more per command, which is not counted here.
+    let lvm_path = sh("command -v lvm");
+    let tconf = dir.path().join("lvmd.yaml");
+    let tsock = dir.path().join("topolvm.sock");
+    std::fs::write(
+        &tconf,
+        format!(
+            "socket-name: {}\nlvm-command-prefix: [\"{lvm_path}\"]\n{}",
+            tsock.display(),
+            config("peer-topolvm", "")
+        ),
+    )
+    .unwrap();
+    let fconf = dir.path().join("ferrolvm.yaml");
+    let fsock = dir.path().join("ferrolvm.sock");
+    // ferrolvm makes a deleted volume's extents unreadable before reuse;
+    // lvmd does not. Discard (hole punching on these tmpfs-backed loop
+    // devices) keeps that work, off the answer's path, from filling the
+    // VM's memory the way zeroing 3 GiB would.
+    std::fs::write(&fconf, config("peer-ferrolvm", ", wipe: discard")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut tchild = Command::new(&lvmd)
+        .args(["--config", tconf.to_str().unwrap()])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("lvmd.log")).unwrap())
+        .spawn()
+        .expect("TopoLVM lvmd");
+    let mut fchild = Command::new(ferro)
+        .args(["lvmd", "--config", fconf.to_str().unwrap()])
+        .args(["--socket", fsock.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("ferrolvm lvmd");
+    let tch = rt.block_on(connect(&tsock, &mut tchild));
+    let fch = rt.block_on(connect(&fsock, &mut fchild));
+    let peers = [
+        Peer {
+            name: "TopoLVM lvmd",
+            child: tchild,
+            ch: tch,
+        },
+        Peer {
+            name: "ferrolvm lvmd",
+            child: fchild,
+            ch: fch,
+        },
+    ];
+    std::thread::sleep(Duration::from_secs(1));
+    let idle: Vec<u64> = peers
+        .iter()
+        .map(|p| status_kib(p.child.id(), "VmRSS:"))
+        .collect();
+    let mut acct = Accounting::start(dir.path().join("acct"));
+    let ops = [
+        ("CreateLV thick", Op::Create, "thick", "k"),
+        ("ResizeLV thick", Op::Resize, "thick", "k"),
+        ("RemoveLV thick", Op::Remove, "thick", "k"),
+        ("CreateLV thin", Op::Create, "thin", "t"),
+        ("ResizeLV thin", Op::Resize, "thin", "t"),
+        ("RemoveLV thin", Op::Remove, "thin", "t"),
+        ("GetFreeBytes thick", Op::Free, "thick", "k"),
+    ];
+    println!("| lvmd protocol, {n} calls per row, in the VM under TCG | TopoLVM median | TopoLVM p99 | TopoLVM total | ferrolvm median | ferrolvm p99 | ferrolvm total | TopoLVM/ferrolvm (median) | TopoLVM processes per call | ferrolvm processes per call |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for callers in [1, CALLERS] {
+        for (what, op, class, tag) in ops {
+            // Interleaved: every chunk of `callers` calls goes to one peer,
+            // then the same to the other, so drift in the VM hits both.
+            let names: Vec<String> = (0..n).map(|i| format!("{tag}{callers}-{i}")).collect();
+            let mut t = [Timings::default(), Timings::default()];
+            for chunk in names.chunks(callers) {
+                for (i, p) in peers.iter().enumerate() {
+                    let r = rt.block_on(phase(p, op, chunk, class, &mut acct));
+                    t[i].times.extend(r.times);
+                    t[i].wall += r.wall;
+                    t[i].spawned += r.spawned;
+                    t[i].ops += r.ops;
+                }
+            }
+            let label = if callers == 1 {
+                what.to_string()
+            } else {
+                format!("{what}, {callers} concurrent callers")
+            };
+            let ratio = row(&label, &t[0], &t[1]);
+            ratios.push((what, callers, ratio));
+        }
+    }
+    drop(acct);
+    let peak: Vec<u64> = peers
+        .iter()
+        .map(|p| status_kib(p.child.id(), "VmHWM:"))
+        .collect();
+    println!();
+    println!("| resident memory (VmRSS idle; VmHWM, the peak, after the load) | idle | peak |");
+    println!("|---|---|---|");
+    for (i, p) in peers.iter().enumerate() {
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB |",
+            p.name,
+            idle[i] as f64 / 1024.0,
+            peak[i] as f64 / 1024.0
+        );
+    }
+    println!();
+    let pick = |what: &str, callers: usize| {
+        ratios
+            .iter()
+            .find(|r| r.0 == what && r.1 == callers)
+            .map(|r| r.2)
+            .unwrap()
+    };
+    println!("RATIO lvmd-create-thick {:.1}", pick("CreateLV thick", 1));
+    println!(
+        "RATIO lvmd-create-thick-32 {:.1}",
+        pick("CreateLV thick", CALLERS)
+    );
+    println!(
+        "RATIO lvmd-memory {:.1}",
+        peak[0] as f64 / peak[1].max(1) as f64
+    );
+}
