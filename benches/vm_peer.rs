@@ -5,7 +5,8 @@
 //! CreateLV thick and thin, ResizeLV, RemoveLV and GetFreeBytes, one caller
 //! and 32 concurrent callers; each daemon's memory idle and at its peak;
 //! the processes each spawns per operation, from the kernel's process
-//! accounting (one record per exited process, threads not counted).
+//! accounting (one record per exited process; threads make none, and kernel
+//! threads, parent kthreadd, are listed apart and not counted).
 //! Run with `cargo run -p vm-tests -- bench-peer [N]`.
 
 mod common;
@@ -164,16 +165,32 @@ impl Accounting {
         Accounting { path, read: 0 }
     }
 
-    /// The processes that exited since the last call.
-    fn take(&mut self) -> usize {
+    /// The command names (`ac_comm`, the last 16 bytes of a record) of
+    /// the processes that exited since the last call. Kernel threads
+    /// (parent `kthreadd`, pid 2) are bracketed and lose their instance
+    /// suffix: removing a dm device ends its `kdmflush/MAJ:MIN` worker,
+    /// which no daemon spawned.
+    fn take(&mut self) -> Vec<String> {
         let bytes = std::fs::read(&self.path).unwrap();
         let new = &bytes[self.read..];
         assert_eq!(new.len() % 64, 0, "acct records are 64 bytes (v3)");
-        for r in new.chunks(64) {
-            assert_eq!(r[1], 3, "acct record version");
-        }
+        let names = new
+            .chunks(64)
+            .map(|r| {
+                assert_eq!(r[1], 3, "acct record version");
+                let ppid = u32::from_ne_bytes(r[20..24].try_into().unwrap());
+                let comm = &r[48..64];
+                let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                let name = String::from_utf8_lossy(&comm[..end]).into_owned();
+                if ppid == KTHREADD {
+                    format!("[{}]", name.split('/').next().unwrap_or_default())
+                } else {
+                    name
+                }
+            })
+            .collect();
         self.read = bytes.len();
-        new.len() / 64
+        names
     }
 }
 
@@ -188,8 +205,37 @@ impl Drop for Accounting {
 struct Timings {
     times: Vec<Duration>,
     wall: Duration,
-    spawned: usize,
+    spawned: std::collections::BTreeMap<String, usize>,
     ops: usize,
+}
+
+/// The parent of every kernel thread.
+const KTHREADD: u32 = 2;
+
+impl Timings {
+    /// Processes, not kernel threads.
+    fn processes(&self) -> usize {
+        self.spawned
+            .iter()
+            .filter(|(k, _)| !k.starts_with('['))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// "lvm×90, [kdmflush]×30": which processes and kernel threads
+    /// ended, so that a record the daemon did not cause is seen as such.
+    fn names(&self) -> String {
+        let v: Vec<String> = self
+            .spawned
+            .iter()
+            .map(|(k, n)| format!("{k}×{n}"))
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -233,7 +279,13 @@ async fn phase(
         ops: times.len(),
         times,
         wall: wall.elapsed(),
-        spawned: acct.take(),
+        spawned: acct
+            .take()
+            .into_iter()
+            .fold(Default::default(), |mut m, n| {
+                *m.entry(n).or_default() += 1;
+                m
+            }),
     }
 }
 
@@ -245,8 +297,8 @@ fn row(what: &str, topolvm: &Timings, ferro: &Timings) -> f64 {
         topolvm.wall.as_secs_f64(),
         ferro.wall.as_secs_f64(),
         tm / fm,
-        topolvm.spawned as f64 / topolvm.ops as f64,
-        ferro.spawned as f64 / ferro.ops as f64,
+        topolvm.processes() as f64 / topolvm.ops as f64,
+        ferro.processes() as f64 / ferro.ops as f64,
     );
     tm / fm
 }
@@ -325,6 +377,7 @@ fn main() {
     println!("| lvmd protocol, {n} calls per row, in the VM under TCG | TopoLVM median | TopoLVM p99 | TopoLVM total | ferrolvm median | ferrolvm p99 | ferrolvm total | TopoLVM/ferrolvm (median) | TopoLVM processes per call | ferrolvm processes per call |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
+    let mut seen = Vec::new();
     for callers in [1, CALLERS] {
         for (what, op, class, tag) in ops {
             // Interleaved: every chunk of `callers` calls goes to one peer,
@@ -336,7 +389,9 @@ fn main() {
                     let r = rt.block_on(phase(p, op, chunk, class, &mut acct));
                     t[i].times.extend(r.times);
                     t[i].wall += r.wall;
-                    t[i].spawned += r.spawned;
+                    for (k, v) in r.spawned {
+                        *t[i].spawned.entry(k).or_default() += v;
+                    }
                     t[i].ops += r.ops;
                 }
             }
@@ -347,9 +402,16 @@ fn main() {
             };
             let ratio = row(&label, &t[0], &t[1]);
             ratios.push((what, callers, ratio));
+            seen.push((label, t[0].names(), t[1].names()));
         }
     }
     drop(acct);
+    println!();
+    println!("| processes and [kernel threads] that exited during the row (acct(2) `ac_comm`) | TopoLVM | ferrolvm |");
+    println!("|---|---|---|");
+    for (label, t, f) in &seen {
+        println!("| {label} | {t} | {f} |");
+    }
     let peak: Vec<u64> = peers
         .iter()
         .map(|p| status_kib(p.child.id(), "VmHWM:"))
