@@ -188,6 +188,10 @@ pub enum Cmd {
     Lvmd(LvmdArgs),
     /// Serve CSI Identity and Node (and, with --standalone, Controller) on a Unix socket.
     Node(NodeArgs),
+    /// Register another CSI driver's node socket with kubelet
+    /// (pluginregistration/v1), as node-driver-registrar would; `ferrolvm
+    /// node` registers itself with --kubelet-registration-path.
+    RegisterPlugin(RegisterPluginArgs),
     /// The Kubernetes-backed CSI controller: Identity and Controller on a Unix
     /// socket, placing volumes through LogicalVolume objects.
     Controller(ControllerArgs),
@@ -273,6 +277,19 @@ pub struct LvmdArgs {
     /// Seconds that in-flight calls may run after SIGTERM.
     #[arg(long = "shutdown-grace", default_value_t = 20)]
     pub shutdown_grace: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterPluginArgs {
+    /// The driver's CSI name, as its GetPluginInfo answers.
+    #[arg(long = "driver-name")]
+    pub driver_name: String,
+    /// The driver's CSI socket as kubelet sees it (an absolute path).
+    #[arg(long = "csi-path")]
+    pub csi_path: PathBuf,
+    /// kubelet's root directory (its `plugins_registry/` is watched).
+    #[arg(long = "kubelet-dir", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

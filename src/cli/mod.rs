@@ -85,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Lvrename { args } => lv::lvrename(&host, &args),
         Cmd::Node(a) => serve::node(host, a),
         Cmd::Lvmd(a) => serve::lvmd(host, a),
+        Cmd::RegisterPlugin(a) => serve::register_plugin(a),
         Cmd::Controller(a) => serve::controller(a),
         Cmd::Scheduler(a) => serve::scheduler(a),
         Cmd::Crd => {

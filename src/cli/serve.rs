@@ -14,7 +14,7 @@ use ferrolvm_proto::csi::v1::identity_server::IdentityServer;
 use ferrolvm_proto::csi::v1::node_server::NodeServer;
 use ferrolvm_proto::pluginregistration::registration_server::RegistrationServer;
 
-use super::args::{ControllerArgs, LvmdArgs, NodeArgs, SchedulerArgs};
+use super::args::{ControllerArgs, LvmdArgs, NodeArgs, RegisterPluginArgs, SchedulerArgs};
 use super::usage;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -225,6 +225,51 @@ pub fn lvmd(host: Host, args: LvmdArgs) -> Result<()> {
     served
 }
 
+/// Serves kubelet's plugin registration for `driver_name` at `csi_path`
+/// until SIGTERM; the socket goes with it, and kubelet deregisters.
+pub fn register_plugin(args: RegisterPluginArgs) -> Result<()> {
+    let RegisterPluginArgs {
+        driver_name,
+        csi_path,
+        kubelet_dir,
+    } = args;
+    if !crate::csi::registration::is_driver_name(&driver_name) {
+        return Err(LvmError::Refused(format!(
+            "--driver-name {driver_name:?} is not a CSI driver name"
+        )));
+    }
+    let endpoint = match csi_path.to_str() {
+        Some(p) if csi_path.is_absolute() => p.to_string(),
+        _ => {
+            return Err(LvmError::Refused(format!(
+                "--csi-path {} must be an absolute UTF-8 path",
+                csi_path.display()
+            )))
+        }
+    };
+    let socket = crate::csi::registration::socket_path(&kubelet_dir, &driver_name);
+    let rt = runtime()?;
+    let served = rt.block_on(async move {
+        let stop = stop_signal();
+        // Counted like every served call, though nothing scrapes them here.
+        let router = tonic::transport::Server::builder()
+            .layer(crate::metrics::grpc::CsiMetrics::default().layer())
+            .add_service(RegistrationServer::new(
+                crate::csi::registration::RegistrationService {
+                    driver: driver_name,
+                    endpoint,
+                    status: Default::default(),
+                },
+            ));
+        tracing::info!(socket = %socket.display(), "serving kubelet plugin registration");
+        let served = serve_until_stopped(&socket, None, router, Duration::ZERO, stop).await;
+        let _ = std::fs::remove_file(&socket);
+        served
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+    served
+}
+
 pub fn node(host: Host, args: NodeArgs) -> Result<()> {
     let NodeArgs {
         config,
@@ -242,7 +287,8 @@ pub fn node(host: Host, args: NodeArgs) -> Result<()> {
         kubelet_registration_path,
     } = args;
     let grace = Duration::from_secs(shutdown_grace);
-    let registration_socket = crate::csi::registration::socket_path(&kubelet_dir);
+    let registration_socket =
+        crate::csi::registration::socket_path(&kubelet_dir, crate::csi::PLUGIN_NAME);
     let path = socket_path(&csi_endpoint)?;
     let socket_group = socket_group.as_deref().map(group_id).transpose()?;
     let Started {
@@ -276,6 +322,7 @@ pub fn node(host: Host, args: NodeArgs) -> Result<()> {
                 .layer(counters.csi.layer())
                 .add_service(RegistrationServer::new(
                     crate::csi::registration::RegistrationService {
+                        driver: crate::csi::PLUGIN_NAME.into(),
                         endpoint,
                         status: registered,
                     },

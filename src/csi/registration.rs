@@ -4,6 +4,10 @@
 //! `GetInfo` where the CSI socket is, calls `NodeGetInfo` there and answers
 //! with `NotifyRegistrationStatus`. The last answer is kept for `/readyz`
 //! and the log: a plugin kubelet refused serves no pod.
+//!
+//! `ferrolvm register-plugin` serves the same exchange for another CSI
+//! driver (the side-by-side race registers TopoLVM's node with it, where
+//! node-driver-registrar cannot be had).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,11 +23,24 @@ pub const CSI_PLUGIN: &str = "CSIPlugin";
 /// The CSI versions ferrolvm speaks, as node-driver-registrar reports them.
 pub const SUPPORTED_VERSIONS: [&str; 1] = ["1.0.0"];
 
-/// The registration socket in kubelet's watched directory.
-pub fn socket_path(kubelet_dir: &Path) -> PathBuf {
+/// The registration socket of `driver` in kubelet's watched directory.
+pub fn socket_path(kubelet_dir: &Path, driver: &str) -> PathBuf {
     kubelet_dir
         .join("plugins_registry")
-        .join(format!("{}-reg.sock", super::PLUGIN_NAME))
+        .join(format!("{driver}-reg.sock"))
+}
+
+/// A CSI driver name as the spec allows it (at most 63 characters,
+/// alphanumerics, `-` and `.`, beginning and ending alphanumeric); the name
+/// is also a file name in kubelet's directory, so nothing else may pass.
+pub fn is_driver_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 /// What kubelet last said, if anything.
@@ -47,6 +64,8 @@ impl Registered {
 }
 
 pub struct RegistrationService {
+    /// The CSI driver's name (ferrolvm's is `PLUGIN_NAME`).
+    pub driver: String,
     /// The CSI socket's path as kubelet sees it on the host.
     pub endpoint: String,
     pub status: Arc<Mutex<Registered>>,
@@ -57,7 +76,7 @@ impl Registration for RegistrationService {
     async fn get_info(&self, _: Request<InfoRequest>) -> Result<Response<PluginInfo>, Status> {
         Ok(Response::new(PluginInfo {
             r#type: CSI_PLUGIN.into(),
-            name: super::PLUGIN_NAME.into(),
+            name: self.driver.clone(),
             endpoint: self.endpoint.clone(),
             supported_versions: SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect(),
         }))
@@ -86,16 +105,29 @@ mod tests {
     use ferrolvm_proto::pluginregistration::registration_client::RegistrationClient;
     use ferrolvm_proto::pluginregistration::registration_server::RegistrationServer;
 
+    #[test]
+    fn driver_names_are_checked_before_they_name_a_socket() {
+        for ok in ["ferrolvm.io", "topolvm.io", "a", "csi-1.example.com"] {
+            assert!(is_driver_name(ok), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "../x", "a/b", ".io", "io-", "a b", long.as_str()] {
+            assert!(!is_driver_name(bad), "{bad:?}");
+        }
+        assert!(socket_path(Path::new("/k"), "topolvm.io").ends_with("topolvm.io-reg.sock"));
+    }
+
     /// The exchange kubelet makes, over a real socket.
     #[tokio::test]
     async fn kubelet_learns_the_csi_socket_and_its_answer_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let sock = socket_path(dir.path());
+        let sock = socket_path(dir.path(), crate::csi::PLUGIN_NAME);
         assert!(sock.ends_with("plugins_registry/ferrolvm.io-reg.sock"));
         let status = Arc::new(Mutex::new(Registered::NotYet));
         let router = tonic::transport::Server::builder()
             .layer(crate::metrics::grpc::CsiMetrics::default().layer())
             .add_service(RegistrationServer::new(RegistrationService {
+                driver: crate::csi::PLUGIN_NAME.into(),
                 endpoint: "/var/lib/kubelet/plugins/ferrolvm.io/csi.sock".into(),
                 status: status.clone(),
             }));
