@@ -202,6 +202,14 @@ impl NodeEngine {
         let Some(v) = self.find(id)? else {
             return Ok(false);
         };
+        // A device still open (the pod's mount not yet undone) is waited
+        // for before the VG's commit lock: under it, the wait would hold up
+        // every create and delete of the VG behind this one.
+        if let Some(dm) = crate::lvm::activate::Dm::for_host(&self.host).map_err(LvmError::from)? {
+            let name = crate::lvm::activate::dm_name(&v.vg, &v.lv, None);
+            dm.wait_closed(&name, &format!("{}/{}", v.vg, v.lv))
+                .map_err(LvmError::from)?;
+        }
         let queue = self.queue(&v.vg);
         let _leader = queue
             .commit
