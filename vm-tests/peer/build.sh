@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the peer of the side-by-side benchmark, TopoLVM's own binaries
-# (`lvmd`, `hypertopolvm`), from the published Go module into OUT/bin.
+# (`lvmd`, `hypertopolvm`), from the published Go module into OUT/bin, and
+# copies its LogicalVolume CRD into OUT/crd.
 #
 # `go install …/cmd/lvmd@v0.41.0` does not resolve here (the module proxy
 # refuses the version list), so a throw-away wrapper module requires the
@@ -12,7 +13,8 @@ out=${1:?usage: build.sh OUT}
 mkdir -p "$out/bin"
 out=$(cd "$out" && pwd)
 TOPOLVM=v0.41.0
-if [ "$(cat "$out/bin/TOPOLVM_VERSION" 2>/dev/null)" = "$TOPOLVM" ]; then
+if [ "$(cat "$out/bin/TOPOLVM_VERSION" 2>/dev/null)" = "$TOPOLVM" ] &&
+  [ -s "$out/crd/topolvm.io_logicalvolumes.yaml" ]; then
   exit 0
 fi
 command -v go >/dev/null || { echo "peer build: go (1.26+) is required" >&2; exit 1; }
@@ -31,4 +33,7 @@ for cmd in lvmd hypertopolvm; do
   go build -trimpath -ldflags "-s -w -X github.com/topolvm/topolvm.Version=${TOPOLVM#v}" \
     -o "$out/bin/$cmd" "github.com/topolvm/topolvm/cmd/$cmd"
 done
+src=$(go list -m -f '{{.Dir}}' github.com/topolvm/topolvm)
+mkdir -p "$out/crd"
+cp "$src/config/crd/bases/topolvm.io_logicalvolumes.yaml" "$out/crd/"
 echo "$TOPOLVM" >"$out/bin/TOPOLVM_VERSION"

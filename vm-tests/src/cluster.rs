@@ -27,11 +27,13 @@ use crate::image;
 mod chart;
 mod egress;
 mod nodes;
+mod peer;
 pub use chart::NAMESPACE;
 pub use nodes::{
     guest_binaries, guest_data, AGENT_PORT, DEMO, EXTENDER_PORT, EXTENDER_SCHEDULER_PORT,
     GUEST_SCRIPT,
 };
+pub use peer::Peer;
 
 pub const API_PORT: u16 = 16443;
 const ETCD_CLIENT: u16 = 12379;
@@ -487,12 +489,18 @@ impl Cluster {
 pub fn run_suite(c: &mut Cluster, exe: &Path) -> Result<(bool, Vec<String>), String> {
     let mut cmd = Command::new(exe);
     cmd.args(["--ignored", "--test-threads=1"]);
-    c.environment(&mut cmd);
+    run_streaming(c, &mut cmd)
+}
+
+/// Runs `cmd` with the cluster's environment, streaming its standard
+/// output; returns whether it succeeded, and that output.
+pub fn run_streaming(c: &mut Cluster, cmd: &mut Command) -> Result<(bool, Vec<String>), String> {
+    c.environment(cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
+        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
     let mut lines = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line.map_err(|e| e.to_string())?;

@@ -48,6 +48,8 @@ pub const TOOLS: &[&str] = &[
     "mke2fs",
     "resize2fs",
     "e2fsck",
+    // TopoLVM's node (the race's peer) asks it whether ext4 needs growing.
+    "dumpe2fs",
     "mkfs.xfs",
     "xfs_growfs",
     "xfs_repair",

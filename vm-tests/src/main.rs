@@ -8,14 +8,18 @@
 //! - `demo`: a walk through the main job, step by step.
 //! - `bench [N]`: `benches/vm_activate.rs` in the VM (ferrolvm vs lvm2).
 //! - `bench-csi [N]`: `benches/vm_csi.rs` (the CSI path, beside lvm2).
-//! - `bench-peer [N]`: `benches/vm_peer.rs`, TopoLVM's `lvmd` (built by
-//!   `vm-tests/peer/build.sh`) against `ferrolvm lvmd` over lvmd's protocol.
+//! - `bench-peer [N] [CLAIMS]`: the race against TopoLVM v0.41.0 (built by
+//!   `vm-tests/peer/build.sh`): `benches/vm_peer.rs`, its `lvmd` against
+//!   `ferrolvm lvmd` over lvmd's protocol, then `benches/vm_cluster.rs` with
+//!   its controller and nodes beside ferrolvm's on the cluster; the RATIO
+//!   lines of both at the end.
 //! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
 //! - `cluster-test`: the Kubernetes suite (`tests/cluster.rs`) against a real
 //!   control plane on 127.0.0.1 (see `cluster.rs`).
 //! - `cluster-script FILE`: FILE run by bash while that cluster is up.
 //! - `cluster-demo`: the talk's demo (capacity-aware scheduling) on it.
-//! - `cluster-bench [N]`: N claims with pods at once on it (`benches/vm_cluster.rs`).
+//! - `cluster-bench [N] [DRIVER...]`: N claims with pods at once on it
+//!   (`benches/vm_cluster.rs`), for `ferrolvm` (the default) and/or `topolvm`.
 
 mod agent;
 mod cluster;
@@ -188,20 +192,69 @@ fn boot_extra(
 /// The whole cluster: the control plane on the host, the VM with its two
 /// nodes, `ferrolvm controller` and the sidecars; and the `tests` built.
 fn with_cluster(tests: &[&str]) -> Result<(cluster::Cluster, Vec<(String, PathBuf)>), String> {
+    with_cluster_and(tests, None)
+}
+
+/// [`with_cluster`], and with `peer`, TopoLVM's controller and nodes beside
+/// ferrolvm's (the race of issue 12).
+fn with_cluster_and(
+    tests: &[&str],
+    peer: Option<&cluster::Peer>,
+) -> Result<(cluster::Cluster, Vec<(String, PathBuf)>), String> {
     let (ferrolvm, built) = build(tests, &[])?;
     let mut c = cluster::Cluster::start(&cache_dir())?;
     c.install()?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (kernel, initrd) = guest_image(
-        cluster::GUEST_SCRIPT,
-        &[],
-        &[],
-        cluster::guest_binaries(&c, &me)?,
-        &cluster::guest_data(&c)?,
-    )?;
+    let mut bins = cluster::guest_binaries(&c, &me)?;
+    let mut data = cluster::guest_data(&c)?;
+    if let Some(p) = peer {
+        c.install_peer(p)?;
+        bins.extend(p.guest_binaries());
+        data.extend(c.peer_guest_data()?);
+    }
+    let (kernel, initrd) = guest_image(cluster::GUEST_SCRIPT, &[], &[], bins, &data)?;
     c.boot_nodes(&kernel, &initrd)?;
     c.start_controller(&ferrolvm)?;
+    if let Some(p) = peer {
+        c.start_peer(p)?;
+    }
     Ok((c, built))
+}
+
+/// Issue 12's race against TopoLVM v0.41.0: the node level
+/// (`benches/vm_peer.rs`, `ops` calls of each kind, in its own VM), then the
+/// cluster level (`benches/vm_cluster.rs`, `claims` claims with pods, both
+/// drivers on one cluster); ends with every `RATIO` line of both.
+fn bench_peer(ops: &str, claims: &str) -> Result<(), String> {
+    let peer = cluster::Peer::build(&cache_dir())?;
+    let payload = format!("/usr/local/bin/vm_peer-tests {ops}\n");
+    let extra = vec![("/usr/local/bin/lvmd".to_string(), peer.bin("lvmd"))];
+    let node = boot_extra(&payload, &["vm_peer"], &[], extra, true, 6144)?;
+    if node.code != Some(0) {
+        return Err("the node-level race failed".into());
+    }
+    let (mut c, bins) = with_cluster_and(&["vm_cluster"], Some(&peer))?;
+    let mut cmd = Command::new(&bins[0].1);
+    cmd.args([claims, "ferrolvm", "topolvm"]);
+    let (ok, lines) = cluster::run_streaming(&mut c, &mut cmd)?;
+    drop(c);
+    if !ok {
+        return Err("the cluster-level race failed".into());
+    }
+    println!("\n## Aims, TopoLVM's figure / ferrolvm's");
+    let ratios: Vec<&String> = node
+        .lines
+        .iter()
+        .chain(&lines)
+        .filter(|l| l.starts_with("RATIO "))
+        .collect();
+    for l in &ratios {
+        println!("{l}");
+    }
+    if ratios.len() < 4 {
+        return Err(format!("expected 4 RATIO lines, got {}", ratios.len()));
+    }
+    Ok(())
 }
 
 static SANITY_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -348,15 +401,26 @@ fn main() -> ExitCode {
             }),
             None => Err("usage: vm-tests cluster-script FILE".into()),
         },
-        Some("cluster-bench") => with_cluster(&["vm_cluster"]).and_then(|(mut c, bins)| {
-            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
-            let mut cmd = std::process::Command::new(&bins[0].1);
-            cmd.arg(n);
-            match cluster::run_command(&mut c, &mut cmd)? {
-                true => Ok(()),
-                false => Err("the cluster benchmark failed".into()),
-            }
-        }),
+        Some("cluster-bench") => {
+            let n = args.get(1).map_or("100", String::as_str);
+            let drivers: Vec<&str> = match args.get(2..) {
+                Some(d) if !d.is_empty() => d.iter().map(String::as_str).collect(),
+                _ => vec!["ferrolvm"],
+            };
+            let peer = match drivers.contains(&"topolvm") {
+                true => cluster::Peer::build(&cache_dir()).map(Some),
+                false => Ok(None),
+            };
+            peer.and_then(|peer| with_cluster_and(&["vm_cluster"], peer.as_ref()))
+                .and_then(|(mut c, bins)| {
+                    let mut cmd = Command::new(&bins[0].1);
+                    cmd.arg(n).args(&drivers);
+                    match cluster::run_command(&mut c, &mut cmd)? {
+                        true => Ok(()),
+                        false => Err("the cluster benchmark failed".into()),
+                    }
+                })
+        }
         Some("cluster-demo") => with_cluster(&[]).and_then(|(mut c, _)| {
             let script = cache_dir().join("cluster-demo.sh");
             std::fs::write(&script, cluster::DEMO).map_err(|e| e.to_string())?;
@@ -409,25 +473,10 @@ fn main() -> ExitCode {
             // 200 ext4 volumes with their journals need room on the guest's RAM-backed root.
             boot_with(&payload, &["vm_csi"], &[], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
         }
-        Some("bench-peer") => {
-            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
-            let peer = cache_dir().join("peer");
-            image::run(
-                Command::new("bash")
-                    .arg(workspace().join("vm-tests/peer/build.sh"))
-                    .arg(&peer),
-            )
-            .and_then(|_| {
-                let lvmd = peer.join("bin/lvmd");
-                let payload = format!("/usr/local/bin/vm_peer-tests {n}\n");
-                let extra = vec![("/usr/local/bin/lvmd".to_string(), lvmd)];
-                boot_extra(&payload, &["vm_peer"], &[], extra, true, 6144)
-            })
-            .and_then(|o| match o.code {
-                Some(0) => Ok(()),
-                _ => Err("the peer benchmark failed".into()),
-            })
-        }
+        Some("bench-peer") => bench_peer(
+            args.get(1).map_or("100", String::as_str),
+            args.get(2).map_or("100", String::as_str),
+        ),
         Some("csi-sanity") => csi_sanity().and_then(|exe| {
             let _ = SANITY_BIN.set(exe);
             boot(SANITY, &[], true).and_then(|o| {
@@ -456,7 +505,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | bench-peer [N] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | bench-peer [N] [CLAIMS] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo | cluster-bench [N] [DRIVER...]"
                 .into(),
         ),
     };

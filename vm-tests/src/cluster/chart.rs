@@ -71,28 +71,28 @@ impl Cluster {
         self.kubectl_apply(&rendered)
             .map_err(|e| format!("applying the rendered chart: {e}"))?;
         for sa in ACCOUNTS {
-            let token = run(self.kubectl().args([
-                "create",
-                "token",
-                sa,
-                "-n",
-                NAMESPACE,
-                "--duration",
-                "24h",
-            ]))
-            .map_err(|e| format!("TokenRequest for {sa}: {e}"))?;
-            let token = token.trim().to_string();
-            let host = self.token_kubeconfig(
-                &format!("https://127.0.0.1:{API_PORT}"),
-                &self.dir.join("ca.crt").display().to_string(),
-                &token,
-            );
-            std::fs::write(self.dir.join(format!("{sa}.kubeconfig")), host)
-                .map_err(|e| e.to_string())?;
-            std::fs::write(self.dir.join(format!("{sa}.token")), &token)
-                .map_err(|e| e.to_string())?;
+            self.mint_token(sa)?;
         }
         Ok(())
+    }
+
+    /// A day's token of ServiceAccount `sa` (TokenRequest), kept as
+    /// `sa.token` and as the host's `sa.kubeconfig`.
+    pub fn mint_token(&self, sa: &str) -> Result<(), String> {
+        let token =
+            run(self
+                .kubectl()
+                .args(["create", "token", sa, "-n", NAMESPACE, "--duration", "24h"]))
+            .map_err(|e| format!("TokenRequest for {sa}: {e}"))?;
+        let token = token.trim().to_string();
+        let host = self.token_kubeconfig(
+            &format!("https://127.0.0.1:{API_PORT}"),
+            &self.dir.join("ca.crt").display().to_string(),
+            &token,
+        );
+        std::fs::write(self.dir.join(format!("{sa}.kubeconfig")), host)
+            .map_err(|e| e.to_string())?;
+        std::fs::write(self.dir.join(format!("{sa}.token")), &token).map_err(|e| e.to_string())
     }
 
     /// A kubeconfig that authenticates with a bearer token only.

@@ -387,24 +387,11 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         let addr = sock.display().to_string();
-        let poll = format!("--capacity-poll-interval={CAPACITY_POLL}");
+        let args = provisioner_args(&addr, &kc);
         self.spawn_supervised(
             "csi-provisioner",
             &self.bin.join("csi-provisioner"),
-            &[
-                "--csi-address",
-                &addr,
-                "--kubeconfig",
-                &kc,
-                "--leader-election=false",
-                "--strict-topology",
-                "--enable-capacity",
-                &poll,
-                "--capacity-ownerref-level=-1",
-                "--extra-create-metadata",
-                "--timeout=30s",
-                "--v=3",
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
             &[
                 ("NAMESPACE", super::NAMESPACE),
                 ("POD_NAMESPACE", super::NAMESPACE),
@@ -445,24 +432,51 @@ impl Cluster {
             &[],
         )?;
         // The snapshotter and the resizer take the same flags.
+        let args = resizer_args(&addr, &kc);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for sidecar in ["csi-snapshotter", "csi-resizer"] {
-            self.spawn_supervised(
-                sidecar,
-                &self.bin.join(sidecar),
-                &[
-                    "--csi-address",
-                    &addr,
-                    "--kubeconfig",
-                    &kc,
-                    "--leader-election=false",
-                    "--timeout=30s",
-                    "--v=3",
-                ],
-                &[],
-            )?;
+            self.spawn_supervised(sidecar, &self.bin.join(sidecar), &args, &[])?;
         }
         Ok(())
     }
+}
+
+/// csi-provisioner's flags against the controller socket `addr`, with the
+/// kubeconfig `kc`: ferrolvm's and the race's peer get the same ones.
+pub(super) fn provisioner_args(addr: &str, kc: &str) -> Vec<String> {
+    [
+        "--csi-address",
+        addr,
+        "--kubeconfig",
+        kc,
+        "--leader-election=false",
+        "--strict-topology",
+        "--enable-capacity",
+        &format!("--capacity-poll-interval={CAPACITY_POLL}"),
+        "--capacity-ownerref-level=-1",
+        "--extra-create-metadata",
+        "--timeout=30s",
+        "--v=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// csi-resizer's (and csi-snapshotter's) flags, likewise.
+pub(super) fn resizer_args(addr: &str, kc: &str) -> Vec<String> {
+    [
+        "--csi-address",
+        addr,
+        "--kubeconfig",
+        kc,
+        "--leader-election=false",
+        "--timeout=30s",
+        "--v=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn image_run(cmd: &mut Command) -> Result<(), String> {
