@@ -39,6 +39,9 @@ for n in 1 2; do
   for c in $(cat /sys/fs/cgroup/node$n/cgroup.controllers); do
     echo "+$c" > /sys/fs/cgroup/node$n/cgroup.subtree_control
   done
+  RUNTIME_ONLY=1 /usr/local/bin/kubelet-start $n
+done
+for n in 1 2; do
   /usr/local/bin/kubelet-start $n
 done
 vgs

@@ -67,6 +67,11 @@ JSON
   done
 fi
 
+# RUNTIME_ONLY=1: the runtime alone. guest.sh starts both runtimes before
+# either kubelet: a kubelet's cAdvisor reads every mount once at start, and
+# fails on the other runtime's passing image-import mounts.
+[ "${RUNTIME_ONLY:-}" != 1 ] || exit 0
+
 mkdir -p "$root" /etc/kubelet
 cat >/etc/kubelet/$node.yaml <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
