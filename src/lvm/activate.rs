@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use devicemapper::{DevId, Device, DeviceInfo, DmFlags, DmName, DmOptions, DmUuid, DM};
+use devicemapper::{DevId, Device, DeviceInfo, DmFlags, DmOptions, DmUuid, DM};
 use ferrolvm_metadata::{Area, Lv, Vg};
 
 use crate::lvm::scan::Scan;
@@ -293,20 +293,17 @@ impl Dm {
         }
     }
 
-    /// Waits, as [`Self::remove_waiting`] does, until the device named
-    /// `name` is closed (or gone), without removing it: a caller about to
+    /// Waits, as [`Self::remove_waiting`] does, until the device with
+    /// `uuid` is closed (or gone), without removing it: a caller about to
     /// take a VG's locks waits here first, so that a volume still mounted
     /// by a departing pod holds up only its own removal, not the VG's
     /// other changes. Still open after the wait: `Busy` with the count.
-    pub fn wait_closed(&self, name: &str, label: &str) -> Result<()> {
-        let Ok(dm_name) = DmName::new(name) else {
-            return Ok(());
-        };
+    pub fn wait_closed(&self, uuid: &str, label: &str) -> Result<()> {
         let mut tries = 0;
         loop {
-            let open = match self.dm.device_info(&DevId::Name(dm_name)) {
-                Ok(info) => info.open_count(),
-                Err(_) => return Ok(()),
+            let open = match self.info(uuid) {
+                Some(info) => info.open_count(),
+                None => return Ok(()),
             };
             if open <= 0 {
                 return Ok(());

@@ -199,15 +199,30 @@ impl NodeEngine {
 
     /// Removes a volume; an unknown id is not an error (CSI's DeleteVolume).
     pub fn delete(&self, id: &str) -> Result<bool, VolumeError> {
-        let Some(v) = self.find(id)? else {
+        // The volume, and its device-mapper uuid from the same read.
+        let mut found = None;
+        for c in &self.config.device_classes {
+            let vg = self.read_vg(&c.volume_group)?;
+            let volume = class_volumes(c, &vg).find(|v| v.id == id);
+            if let Some(v) = volume {
+                let uuid = vg
+                    .lv(&v.lv)
+                    .map(|lv| crate::lvm::activate::dm_uuid(&vg, lv, None));
+                found = Some((v, uuid));
+                break;
+            }
+        }
+        let Some((v, uuid)) = found else {
             return Ok(false);
         };
         // A device still open (the pod's mount not yet undone) is waited
         // for before the VG's commit lock: under it, the wait would hold up
         // every create and delete of the VG behind this one.
-        if let Some(dm) = crate::lvm::activate::Dm::for_host(&self.host).map_err(LvmError::from)? {
-            let name = crate::lvm::activate::dm_name(&v.vg, &v.lv, None);
-            dm.wait_closed(&name, &format!("{}/{}", v.vg, v.lv))
+        if let (Some(dm), Some(uuid)) = (
+            crate::lvm::activate::Dm::for_host(&self.host).map_err(LvmError::from)?,
+            uuid,
+        ) {
+            dm.wait_closed(&uuid, &format!("{}/{}", v.vg, v.lv))
                 .map_err(LvmError::from)?;
         }
         let queue = self.queue(&v.vg);
