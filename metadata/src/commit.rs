@@ -20,6 +20,7 @@
 use crate::crc::lvm_crc;
 use crate::label::PvLabel;
 use crate::mda::{MdaHeader, RawLocn};
+use crate::scan::DeviceRead;
 use crate::{Error, SECTOR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,6 +128,53 @@ pub fn plan_commit(pvs: &[PvMdas], text: &[u8]) -> Result<Vec<Write>, Error> {
     texts.extend(pre);
     texts.extend(commit);
     Ok(texts)
+}
+
+/// What a scan would read back once every write of a [`plan_commit`] plan
+/// for `text` has landed, computed instead of read: each mda a `Commit`
+/// write touched now has that header and `text` as its slot-0 text, and
+/// nothing else changed (the caller holds the VG lock, so no other writer
+/// touched these mdas). This saves rereading every device after each
+/// commit. Labels are not modelled: for a plan that rewrites any, this
+/// returns `Ok(false)` having changed nothing, and the caller rereads.
+pub fn after_commit(
+    reads: &mut [DeviceRead],
+    writes: &[Write],
+    text: &[u8],
+) -> Result<bool, Error> {
+    if writes.iter().any(|w| w.phase == Phase::Label) {
+        return Ok(false);
+    }
+    // Check every target first, so that an error leaves `reads` as it was.
+    let mut updates = Vec::new();
+    for w in writes.iter().filter(|w| w.phase == Phase::Commit) {
+        let header = MdaHeader::decode(&w.data, w.offset)?;
+        let found = reads.iter().enumerate().find_map(|(r, read)| {
+            (read.dev == w.dev)
+                .then(|| read.mdas.iter().position(|m| m.start == w.offset))
+                .flatten()
+                .map(|m| (r, m))
+        });
+        let (r, m) = found.ok_or_else(|| {
+            Error::Request(format!(
+                "the commit wrote an mda header at byte {} of device {} that the scan had not read",
+                w.offset, w.dev
+            ))
+        })?;
+        if header.slots[0].size != text.len() as u64 || header.slots[0].checksum != lvm_crc(text) {
+            return Err(Error::Request(format!(
+                "the commit's header at byte {} of device {} does not describe the committed text",
+                w.offset, w.dev
+            )));
+        }
+        updates.push((r, m, header));
+    }
+    for (r, m, header) in updates {
+        let mda = &mut reads[r].mdas[m];
+        mda.header = Ok(header);
+        mda.text = Some(Ok(text.to_vec()));
+    }
+    Ok(true)
 }
 
 /// Label rewrites that set or clear PV_EXT_USED.

@@ -29,6 +29,10 @@ pub struct Host {
     /// Whether to use device-mapper (lvm2's `--driverloaded`): false asks
     /// for metadata-only changes, which is only honoured when asked.
     pub driver_loaded: bool,
+    /// Reread every device after each commit instead of updating the scan
+    /// from what the commit wrote. Off by default; the benchmarks turn it
+    /// on to measure what the reread cost (README, "The single-op path").
+    pub reread_after_commit: bool,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -121,6 +125,7 @@ impl Host {
             filter,
             lock_wait: None,
             driver_loaded: true,
+            reread_after_commit: false,
         }
     }
 

@@ -155,6 +155,16 @@ pub fn plan_vg_commit(
     prev_seqno: u32,
     trailer: &Trailer,
 ) -> Result<Vec<Write>> {
+    plan_vg_commit_text(scan, vg, prev_seqno, trailer).map(|(writes, _)| writes)
+}
+
+/// [`plan_vg_commit`], with the metadata text the writes commit.
+fn plan_vg_commit_text(
+    scan: &Scan,
+    vg: &mut Vg,
+    prev_seqno: u32,
+    trailer: &Trailer,
+) -> Result<(Vec<Write>, Vec<u8>)> {
     vg.seqno = prev_seqno
         .checked_add(1)
         .ok_or_else(|| LvmError::Refused("seqno overflow".into()))?;
@@ -164,7 +174,7 @@ pub fn plan_vg_commit(
     let mut writes = commit::plan_commit(&mdas, &text)?;
     let stale: Vec<_> = labels.into_iter().filter(|(_, l)| !l.in_use()).collect();
     writes.extend(commit::plan_labels(&stale, true)?);
-    Ok(writes)
+    Ok((writes, text))
 }
 
 /// Refuses VGs that must not be written, with the reason.
@@ -261,19 +271,28 @@ impl<'h> Session<'h> {
         })
     }
 
-    /// Commits `vg` as the successor of the current state, then re-reads the
-    /// VG's devices: the mda headers have moved on.
+    /// Commits `vg` as the successor of the current state. The mda headers
+    /// have moved on, so the session's scan must too: it is updated from the
+    /// plan (what was just written and flushed, under the lock that keeps
+    /// every other writer out), not reread from the devices, except when
+    /// the commit rewrote labels or `Host::reread_after_commit` asks for it.
     pub fn commit(&mut self, mut vg: Vg, description: String) -> Result<()> {
         let started = std::time::Instant::now();
-        let writes = plan_vg_commit(
+        let (writes, text) = plan_vg_commit_text(
             &self.scan,
             &mut vg,
             self.vg.seqno,
             &trailer(self.host, description),
         )?;
         execute_on_scan(&self.scan, &writes)?;
-        let paths: Vec<PathBuf> = self.scan.devices.iter().map(|d| d.path.clone()).collect();
-        self.scan = scan_paths(&paths);
+        let computed = !self.host.reread_after_commit
+            && commit::after_commit(&mut self.scan.reads, &writes, &text)?;
+        if computed {
+            self.scan.assembly = ferrolvm_metadata::scan::assemble(&self.scan.reads);
+        } else {
+            let paths: Vec<PathBuf> = self.scan.devices.iter().map(|d| d.path.clone()).collect();
+            self.scan = scan_paths(&paths);
+        }
         let now = self.scan.vg(&vg.name).map(|f| f.vg.seqno);
         if now != Some(vg.seqno) {
             return Err(LvmError::Refused(format!(
