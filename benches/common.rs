@@ -79,3 +79,31 @@ pub fn vm_bench_count(command: &str) -> usize {
         .find_map(|a| a.parse().ok())
         .unwrap_or(100)
 }
+
+/// The statically linked build of ferrolvm for the static-binary lever:
+/// `FERROLVM_STATIC_BIN`, else the VM image's `/usr/local/bin/ferrolvm-static`,
+/// else `scripts/build-static.sh`'s output in this workspace, if any.
+pub fn static_binary() -> Option<String> {
+    let candidates = [
+        std::env::var("FERROLVM_STATIC_BIN").ok(),
+        Some("/usr/local/bin/ferrolvm-static".into()),
+        Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/x86_64-unknown-linux-musl/release/ferrolvm"
+            )
+            .into(),
+        ),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::path::Path::new(p).is_file())
+}
+
+/// The header of a levers table: each row is one lever alone, the same
+/// operation with it and without it, interleaved in one run.
+pub fn lever_header(n: usize) {
+    println!("| lever alone ({n} each, with and without interleaved) | with median | with p99 | without median | without p99 | without/with (median) |");
+    println!("|---|---|---|---|---|---|");
+}

@@ -1,9 +1,12 @@
 //! Benchmark (not a test): `ferrolvm lvcreate -an` / `lvremove` against
 //! lvm2's `lvcreate --driverloaded n -an -Zn` / `lvremove` on the same kind
 //! of loop-backed VG, interleaved in one run; and parse + serialize of a VG
-//! with 2,000 LVs. Needs root and lvm2. Prints a Markdown table.
+//! with 2,000 LVs. Needs root and lvm2. Prints Markdown tables, the last
+//! one each single-op lever's effect alone (the commit's scan computed, not
+//! reread; a static binary), lever on and off interleaved.
 //!
 //! `cargo bench --bench lvcreate [-- N]` (N operations per tool, default 200).
+//! The static-binary row needs `bash scripts/build-static.sh` first.
 
 mod common;
 
@@ -81,20 +84,38 @@ fn main() {
         &p(&b1),
     ]));
 
+    let fixed = static_binary();
     let (mut fc, mut lc, mut fr, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let name = format!("lv{i}");
-        fc.push(run(Command::new(ferro).args([
+    let (mut sc, mut sr) = (Vec::new(), Vec::new());
+    let create = |bin: &str, name: &str| {
+        run(Command::new(bin).args([
             "lvcreate",
             "--devices",
             &da,
             "-an",
             "-n",
-            &name,
+            name,
             "-L",
             "4m",
             "bench-ferro",
-        ])));
+        ]))
+    };
+    let remove = |bin: &str, name: &str| {
+        run(Command::new(bin).args([
+            "lvremove",
+            "--devices",
+            &da,
+            "--driverloaded",
+            "n",
+            &format!("bench-ferro/{name}"),
+        ]))
+    };
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fc.push(create(ferro, &name));
+        if let Some(bin) = &fixed {
+            sc.push(create(bin, &format!("st{i}")));
+        }
         lc.push(run(lvm().args([
             "lvcreate",
             "--devices",
@@ -112,14 +133,10 @@ fn main() {
     }
     for i in 0..n {
         let name = format!("lv{i}");
-        fr.push(run(Command::new(ferro).args([
-            "lvremove",
-            "--devices",
-            &da,
-            "--driverloaded",
-            "n",
-            &format!("bench-ferro/{name}"),
-        ])));
+        fr.push(remove(ferro, &name));
+        if let Some(bin) = &fixed {
+            sr.push(remove(bin, &format!("st{i}")));
+        }
         lr.push(run(lvm().args([
             "lvremove",
             "--devices",
@@ -132,14 +149,18 @@ fn main() {
     }
 
     // In-process, as the CSI node plugin will call it: no process start.
+    // Interleaved with the same calls on a host that rereads every device
+    // after each commit, as ferrolvm did before the scan was computed.
     let host = ferrolvm::lvm::host::Host::load(Some(vec![a0.0.clone(), a1.0.clone()]));
-    let (mut ic, mut ir) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let name = format!("in{i}");
+    let reread = ferrolvm::lvm::host::Host {
+        reread_after_commit: true,
+        ..host.clone()
+    };
+    let in_create = |host: &ferrolvm::lvm::host::Host, name: &str| {
         let t = Instant::now();
-        ferrolvm::lvm::session::modify_vg(&host, "bench-ferro", |vg, _| {
+        ferrolvm::lvm::session::modify_vg(host, "bench-ferro", |vg, _| {
             let new = NewLv {
-                name: name.clone(),
+                name: name.into(),
                 id: ferrolvm::lvm::session::random_uuid(),
                 tags: vec![],
                 creation_time: 1,
@@ -149,17 +170,25 @@ fn main() {
             Ok("bench".into())
         })
         .unwrap();
-        ic.push(t.elapsed());
-    }
-    for i in 0..n {
-        let name = format!("in{i}");
+        t.elapsed()
+    };
+    let in_remove = |host: &ferrolvm::lvm::host::Host, name: &str| {
         let t = Instant::now();
-        ferrolvm::lvm::session::modify_vg(&host, "bench-ferro", |vg, _| {
-            ops::remove_lv(vg, &name)?;
+        ferrolvm::lvm::session::modify_vg(host, "bench-ferro", |vg, _| {
+            ops::remove_lv(vg, name)?;
             Ok("bench".into())
         })
         .unwrap();
-        ir.push(t.elapsed());
+        t.elapsed()
+    };
+    let (mut ic, mut ir, mut rc, mut rr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        ic.push(in_create(&host, &format!("in{i}")));
+        rc.push(in_create(&reread, &format!("rr{i}")));
+    }
+    for i in 0..n {
+        ir.push(in_remove(&host, &format!("in{i}")));
+        rr.push(in_remove(&reread, &format!("rr{i}")));
     }
 
     // In-process: parse and serialize a VG of 2,000 LVs.
@@ -186,8 +215,8 @@ fn main() {
     println!("| operation ({n} each, interleaved) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
     println!("|---|---|---|---|---|---|");
     for (what, f, l) in [
-        ("lvcreate -an", fc, lc.clone()),
-        ("lvremove", fr, lr.clone()),
+        ("lvcreate -an", fc.clone(), lc.clone()),
+        ("lvremove", fr.clone(), lr.clone()),
     ] {
         let (fm, fp) = stats(f);
         let (lm, lp) = stats(l);
@@ -199,14 +228,25 @@ fn main() {
     let (lcm, _) = stats(lc.clone());
     let (lrm, _) = stats(lr.clone());
     for (what, f, lm) in [
-        ("lvcreate, in-process (node plugin path)", ic, lcm),
-        ("lvremove, in-process (node plugin path)", ir, lrm),
+        ("lvcreate, in-process (node plugin path)", ic.clone(), lcm),
+        ("lvremove, in-process (node plugin path)", ir.clone(), lrm),
     ] {
         let (fm, fp) = stats(f);
         println!(
             "| {what} | {fm:.2} ms | {fp:.2} ms | {lm:.2} ms | | {:.1}x |",
             lm / fm
         );
+    }
+    println!();
+    lever_header(n);
+    row("scan computed from the plan: lvcreate, in-process", ic, rc);
+    row("scan computed from the plan: lvremove, in-process", ir, rr);
+    match fixed {
+        Some(_) => {
+            row("static musl binary: lvcreate -an (CLI)", sc, fc);
+            row("static musl binary: lvremove (CLI)", sr, fr);
+        }
+        None => println!("| static musl binary | not measured: run `bash scripts/build-static.sh` first | | | | |"),
     }
     let (pm, pp) = stats(parse);
     let (sm, sp) = stats(ser);

@@ -1,6 +1,8 @@
 //! Benchmark inside the VM (not a test): create+activate and
 //! deactivate+remove of N linear LVs with ferrolvm and with lvm2, on two
-//! identical VGs, interleaved in one run. Run with
+//! identical VGs, interleaved in one run; then each single-op lever alone
+//! (the commit's scan computed, not reread; a static binary, when the image
+//! has `/usr/local/bin/ferrolvm-static`), on and off interleaved. Run with
 //! `cargo run -p vm-tests -- bench`; it needs device-mapper.
 
 mod common;
@@ -23,19 +25,30 @@ fn main() {
     run(Command::new(ferro).args(["vgcreate", "--devices", &da, "bench-ferro", &da]));
     run(lvm().args(["vgcreate", "--devices", &db, "bench-lvm", &db]));
 
-    let (mut fc, mut lc, mut fr, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let name = format!("lv{i}");
-        fc.push(run(Command::new(ferro).args([
+    let fixed = static_binary();
+    let create = |bin: &str, name: &str| {
+        run(Command::new(bin).args([
             "lvcreate",
             "--devices",
             &da,
             "-n",
-            &name,
+            name,
             "-L",
             "4m",
             "bench-ferro",
-        ])));
+        ]))
+    };
+    let remove = |bin: &str, name: &str| {
+        run(Command::new(bin).args(["lvremove", "--devices", &da, &format!("bench-ferro/{name}")]))
+    };
+    let (mut fc, mut lc, mut fr, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sc, mut sr) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("lv{i}");
+        fc.push(create(ferro, &name));
+        if let Some(bin) = &fixed {
+            sc.push(create(bin, &format!("st{i}")));
+        }
         lc.push(run(lvm().args([
             "lvcreate",
             "--devices",
@@ -49,12 +62,10 @@ fn main() {
     }
     for i in 0..n {
         let name = format!("lv{i}");
-        fr.push(run(Command::new(ferro).args([
-            "lvremove",
-            "--devices",
-            &da,
-            &format!("bench-ferro/{name}"),
-        ])));
+        fr.push(remove(ferro, &name));
+        if let Some(bin) = &fixed {
+            sr.push(remove(bin, &format!("st{i}")));
+        }
         lr.push(run(lvm().args([
             "lvremove",
             "--devices",
@@ -63,16 +74,20 @@ fn main() {
             &format!("bench-lvm/{name}"),
         ])));
     }
-    // The node plugin's path: the same operations as library calls.
+    // The node plugin's path: the same operations as library calls,
+    // interleaved with the same calls on a host that rereads every device
+    // after each commit (the scan lever off).
     let host = ferrolvm::lvm::host::Host::load(Some(vec![a.0.clone()]));
-    let (mut ic, mut ir) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let name = format!("in{i}");
+    let reread = ferrolvm::lvm::host::Host {
+        reread_after_commit: true,
+        ..host.clone()
+    };
+    let in_create = |host: &ferrolvm::lvm::host::Host, name: &str| {
         let t = Instant::now();
-        ferrolvm::lvm::volumes::create(&host, "bench-ferro", true, |_, _| {
+        ferrolvm::lvm::volumes::create(host, "bench-ferro", true, |_, _| {
             Ok(ferrolvm::lvm::volumes::LvSpec {
                 new: NewLv {
-                    name: name.clone(),
+                    name: name.into(),
                     id: ferrolvm::lvm::session::random_uuid(),
                     tags: vec![],
                     creation_time: 1,
@@ -86,12 +101,21 @@ fn main() {
             })
         })
         .unwrap();
-        ic.push(t.elapsed());
+        t.elapsed()
+    };
+    let in_remove = |host: &ferrolvm::lvm::host::Host, name: &str| {
+        let t = Instant::now();
+        ferrolvm::lvm::volumes::remove(host, "bench-ferro", name, false).unwrap();
+        t.elapsed()
+    };
+    let (mut ic, mut ir, mut rc, mut rr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        ic.push(in_create(&host, &format!("in{i}")));
+        rc.push(in_create(&reread, &format!("rr{i}")));
     }
     for i in 0..n {
-        let t = Instant::now();
-        ferrolvm::lvm::volumes::remove(&host, "bench-ferro", &format!("in{i}"), false).unwrap();
-        ir.push(t.elapsed());
+        ir.push(in_remove(&host, &format!("in{i}")));
+        rr.push(in_remove(&reread, &format!("rr{i}")));
     }
     // Thin LVs in a pool of each tool.
     run(Command::new(ferro).args([
@@ -193,6 +217,7 @@ fn main() {
 
     println!("| linear LVs ({n} each, interleaved, in the VM under TCG) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
     println!("|---|---|---|---|---|---|");
+    let (fc2, fr2, ic2, ir2) = (fc.clone(), fr.clone(), ic.clone(), ir.clone());
     row("create + activate (CLI)", fc, lc.clone());
     row("deactivate + remove (CLI)", fr, lr.clone());
     row("create + activate (in-process, node plugin path)", ic, lc);
@@ -209,5 +234,26 @@ fn main() {
         tir,
         tlr,
     );
+    println!();
+    lever_header(n);
+    row(
+        "scan computed from the plan: create + activate, in-process",
+        ic2,
+        rc,
+    );
+    row(
+        "scan computed from the plan: deactivate + remove, in-process",
+        ir2,
+        rr,
+    );
+    match fixed {
+        Some(_) => {
+            row("static musl binary: create + activate (CLI)", sc, fc2);
+            row("static musl binary: deactivate + remove (CLI)", sr, fr2);
+        }
+        None => println!(
+            "| static musl binary | not measured: no /usr/local/bin/ferrolvm-static | | | | |"
+        ),
+    }
     run(Command::new(ferro).args(["vgremove", "--devices", &da, "-f", "bench-ferro"]));
 }

@@ -7,22 +7,9 @@
 # registry push. Needs root (buildah's chroot isolation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=x86_64-unknown-linux-musl
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ -n "$version" ] || { echo "image: no version in Cargo.toml" >&2; exit 1; }
-rustup target list --installed | grep -qx "$target" || rustup target add "$target"
-# bindgen (devicemapper-sys) reads the kernel's dm-ioctl.h from the host's
-# headers; clang needs its own include directory named for a musl target.
-clang_inc=$(ls -d /usr/lib/llvm-*/lib/clang/*/include | sort -V | tail -1)
-export PKG_CONFIG_ALLOW_CROSS=1 CC_x86_64_unknown_linux_musl=musl-gcc
-export BINDGEN_EXTRA_CLANG_ARGS_x86_64_unknown_linux_musl="-I$clang_inc -I/usr/include -I/usr/include/x86_64-linux-gnu"
-echo "image: cargo build --release --target $target"
-cargo build --release -q --target "$target" --bin ferrolvm
-bin=target/$target/release/ferrolvm
-if readelf -l "$bin" | grep -q INTERP || readelf -d "$bin" | grep -q NEEDED; then
-  echo "image: $bin is not statically linked" >&2
-  exit 1
-fi
+bin=$(bash scripts/build-static.sh)
 ctx=target/image/context
 rm -rf "$ctx" && mkdir -p "$ctx"
 # Debug info stays in target/ for the developer; the image carries the code.

@@ -225,6 +225,27 @@ fn with_cluster_and(
 /// (`benches/vm_peer.rs`, `ops` calls of each kind, in its own VM), then the
 /// cluster level (`benches/vm_cluster.rs`, `claims` claims with pods, both
 /// drivers on one cluster); ends with every `RATIO` line of both.
+/// `benches/vm_activate.rs` in the VM, with the static build beside the
+/// glibc one: the static-binary lever races the two.
+fn bench(n: &str) -> Result<(), String> {
+    let payload = format!("/usr/local/bin/vm_activate-tests {n}\n");
+    let fixed = image::run(
+        Command::new("bash")
+            .arg("scripts/build-static.sh")
+            .current_dir(workspace()),
+    )?;
+    let extra = vec![(
+        "/usr/local/bin/ferrolvm-static".to_string(),
+        workspace().join(fixed.trim()),
+    )];
+    let o = boot_extra(&payload, &["vm_activate"], &[], extra, true, 2048)?;
+    if o.code == Some(0) {
+        Ok(())
+    } else {
+        Err("the benchmark failed".into())
+    }
+}
+
 fn bench_peer(ops: &str, claims: &str) -> Result<(), String> {
     let peer = cluster::Peer::build(&cache_dir())?;
     let payload = format!("/usr/local/bin/vm_peer-tests {ops}\n");
@@ -456,17 +477,7 @@ fn main() -> ExitCode {
                 }),
             None => Err("usage: vm-tests run-script FILE".into()),
         },
-        Some("bench") => {
-            let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
-            let payload = format!("/usr/local/bin/vm_activate-tests {n}\n");
-            boot(&payload, &["vm_activate"], true).and_then(|o| {
-                if o.code == Some(0) {
-                    Ok(())
-                } else {
-                    Err("the benchmark failed".into())
-                }
-            })
-        }
+        Some("bench") => bench(&args.get(1).cloned().unwrap_or_else(|| "100".into())),
         Some("bench-csi") => {
             let n = args.get(1).cloned().unwrap_or_else(|| "100".into());
             let payload = format!("/usr/local/bin/vm_csi-tests {n}\n");
