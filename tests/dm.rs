@@ -1464,6 +1464,87 @@ fn deleted_volumes_are_wiped_before_their_extents_are_reused() {
     l.assert_vgck_clean("wipevg");
 }
 
+/// Deletes that arrive together are retired together: a dozen threads
+/// delete a dozen volumes (one of them twice, as a retried DeleteVolume
+/// would), every call succeeds, each volume is gone for CSI and held by a
+/// wiping LV lvm2 sees, and one wiper pass frees them all, zeroed.
+#[test]
+#[ignore = "needs device-mapper: runs in the VM (cargo run -p vm-tests -- test)"]
+fn concurrent_deletes_retire_together_and_each_is_wiped() {
+    use ferrolvm::node::config::NodeConfig;
+    use ferrolvm::node::NodeEngine;
+    let l = Loops::with_dm(1, 256);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "manyvg", l.dev(0)]);
+    let engine = NodeEngine::new(
+        ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
+        NodeConfig::parse(
+            "device-classes:\n  - {name: zero, volume-group: manyvg, default: true, spare-gb: 0}",
+        )
+        .unwrap(),
+    );
+    const MIB8: u64 = 8 << 20;
+    const N: usize = 12;
+    let free = engine.capacity(None).unwrap();
+    let volumes: Vec<_> = (0..N)
+        .map(|i| engine.create(&format!("many-{i}"), None, MIB8, 0).unwrap())
+        .collect();
+    for v in &volumes {
+        write_dev(
+            &format!(
+                "/dev/mapper/{}",
+                ferrolvm::lvm::activate::dm_name(&v.vg, &v.lv, None)
+            ),
+            &pattern(0x5a),
+        );
+    }
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let calls: Vec<_> = volumes
+            .iter()
+            .chain(std::iter::once(&volumes[0]))
+            .map(|v| scope.spawn(|| engine.delete(&v.id)))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for r in &results[..N] {
+        assert!(matches!(r, Ok(true)), "a delete failed: {r:?}");
+    }
+    assert!(
+        results[N].is_ok(),
+        "the repeated delete failed: {:?}",
+        results[N]
+    );
+    assert!(engine.list().unwrap().is_empty(), "volumes left for CSI");
+    assert_eq!(engine.wipe_backlog().unwrap(), N as u64 * MIB8);
+    let tags = l.lvm_ok(&["lvs", "--noheadings", "-o", "lv_tags", "manyvg"]);
+    assert_eq!(
+        tags.lines()
+            .filter(|t| t.trim() == "ferrolvm.io/wiping=zero")
+            .count(),
+        N,
+        "lvm2 sees {tags}"
+    );
+    l.assert_vgck_clean("manyvg");
+    assert_eq!(engine.wipe_pending().unwrap(), N);
+    assert_eq!(engine.wipe_backlog().unwrap(), 0);
+    assert_eq!(engine.capacity(None).unwrap(), free);
+    assert_eq!(
+        l.lvm_ok(&["lvs", "--noheadings", "-o", "lv_name", "manyvg"])
+            .trim(),
+        "",
+        "wiped LVs left"
+    );
+    let reused = engine.create("after", None, N as u64 * MIB8, 0).unwrap();
+    let read = read_dev(
+        &format!(
+            "/dev/mapper/{}",
+            ferrolvm::lvm::activate::dm_name(&reused.vg, &reused.lv, None)
+        ),
+        (N as u64 * MIB8) as usize,
+    );
+    assert!(read.iter().all(|&x| x == 0), "a freed extent kept old data");
+    l.assert_vgck_clean("manyvg");
+}
+
 /// The node engine's edges: a size limit is checked before anything is
 /// made (thick, thin, clone); growth honours the class's room (spare,
 /// overprovisioning) and the limit; concurrent snapshots or clones with one

@@ -411,7 +411,7 @@ pub fn resize(
 
 /// Device-mapper for a change that needs it (activation, thin pools):
 /// refused outright under `--driverloaded n`.
-fn activation_dm(host: &Host) -> Result<Dm> {
+pub(crate) fn activation_dm(host: &Host) -> Result<Dm> {
     Dm::for_host(host)?.ok_or_else(|| {
         LvmError::Refused(
             "this needs device-mapper, and --driverloaded n was given (only metadata changes of inactive linear and striped LVs can be made without it)".into(),
@@ -478,6 +478,37 @@ pub fn remove(host: &Host, vg_name: &str, name: &str, discard: bool) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// Deactivates and removes linear or striped LVs of `vg_name` in one
+/// commit (the node's wiper frees many wiped LVs at once). Anything else
+/// among `names` refuses the whole change before it is made.
+pub fn remove_plain(
+    host: &Host,
+    vg_name: &str,
+    names: &[String],
+    description: String,
+) -> Result<()> {
+    let mut s = Session::open(host, vg_name)?;
+    let dm = Dm::for_host(host)?;
+    let mut vg = s.vg.clone();
+    for name in names {
+        let lv = s
+            .vg
+            .lv(name)
+            .ok_or_else(|| LvmError::Refused(format!("logical volume {vg_name}/{name} not found")))?
+            .clone();
+        if kind(&s.vg, name) != LvKind::Plain || !lv.managed() {
+            return Err(LvmError::Refused(format!(
+                "{vg_name}/{name} is not a linear or striped LV; remove it on its own"
+            )));
+        }
+        if let Some(dm) = &dm {
+            dm.deactivate(&s.vg, &lv)?;
+        }
+        ops::remove_lv(&mut vg, name)?;
+    }
+    s.commit(vg, description)
 }
 
 /// Byte ranges on PV devices an LV occupies.

@@ -9,7 +9,8 @@
 //!   pool transaction (its two commits).
 //! - Snapshots and clones (`snapshots.rs`) on thin classes.
 //! - Deleting a thick volume wipes its extents before they are freed
-//!   (`wipe.rs`).
+//!   (`wipe.rs`); concurrent deletes of one VG are retired in one commit,
+//!   and the wiper frees what it wiped in one commit per second at most.
 
 mod create;
 pub mod report;
@@ -225,14 +226,16 @@ impl NodeEngine {
             dm.wait_closed(&uuid, &format!("{}/{}", v.vg, v.lv))
                 .map_err(LvmError::from)?;
         }
-        let queue = self.queue(&v.vg);
-        let _leader = queue
-            .commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.class(Some(&v.class))?.wipe() {
-            Wipe::None => volumes::remove(&self.host, &v.vg, &v.lv, false)?,
-            mode => self.retire(&v, mode)?,
+            Wipe::None => {
+                let queue = self.queue(&v.vg);
+                let _leader = queue
+                    .commit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                volumes::remove(&self.host, &v.vg, &v.lv, false)?
+            }
+            mode => self.retire(v, mode)?,
         }
         self.volume_locks
             .lock()

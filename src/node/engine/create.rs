@@ -3,7 +3,7 @@
 //! and activates each. Thin creates of one class go into one pool
 //! transaction.
 
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, PoisonError};
 
 use ferrolvm_metadata::ops;
 
@@ -49,7 +49,36 @@ fn batch_of(vg: &str, jobs: usize) {
 #[derive(Default)]
 pub(super) struct VgQueue {
     pub(super) pending: Mutex<Vec<Job>>,
+    /// Deletes waiting for the next retire commit (`wipe.rs`).
+    pub(super) retiring: Mutex<Vec<super::wipe::RetireJob>>,
     pub(super) commit: Mutex<()>,
+}
+
+/// The group-commit protocol creates and deletes share: queue the job,
+/// take the VG's commit lock, and unless a leader before us has taken the
+/// job and answered already, drain the queue and `run` all of it.
+pub(super) fn group_commit<J, R>(
+    queue: &Mutex<Vec<J>>,
+    commit: &Mutex<()>,
+    job: impl FnOnce(mpsc::Sender<Result<R, VolumeError>>) -> J,
+    run: impl FnOnce(Vec<J>),
+) -> Result<R, VolumeError> {
+    let (reply, answer) = mpsc::channel();
+    queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(job(reply));
+    let _leader = commit.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Ok(r) = answer.try_recv() {
+        return r;
+    }
+    let jobs = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
+    run(jobs);
+    answer.recv().unwrap_or_else(|_| {
+        Err(VolumeError::Engine(LvmError::Refused(
+            "the batch ended without answering".into(),
+        )))
+    })
 }
 
 impl NodeEngine {
@@ -64,41 +93,18 @@ impl NodeEngine {
     ) -> Result<Volume, VolumeError> {
         let class = self.class(class)?;
         let queue = self.queue(&class.volume_group);
-        let (reply, answer) = mpsc::channel();
-        queue
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Job {
+        group_commit(
+            &queue.pending,
+            &queue.commit,
+            |reply| Job {
                 name: name.to_string(),
                 class,
                 required,
                 limit,
                 reply,
-            });
-        if let Ok(r) = answer.try_recv() {
-            return r;
-        }
-        let _leader = queue
-            .commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A leader before us may have taken our job and answered already.
-        if let Ok(r) = answer.try_recv() {
-            return r;
-        }
-        let jobs = std::mem::take(
-            &mut *queue
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        self.run_batch(jobs);
-        answer.recv().unwrap_or_else(|_| {
-            Err(VolumeError::Engine(LvmError::Refused(
-                "the batch ended without answering".into(),
-            )))
-        })
+            },
+            |jobs| self.run_batch(jobs),
+        )
     }
 
     /// Applies every job to one VG model, commits once (thick) and activates.
