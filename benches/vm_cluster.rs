@@ -56,10 +56,18 @@ const TOPOLVM: Driver = Driver {
     controller_pid: "topolvm-controller.pid",
 };
 
-/// How long all claims may take to be Bound, and to be gone (TopoLVM's
-/// 100 claims were 33 Bound after 6.5 min in one run: csi-provisioner's
-/// 30 s timeouts, retried with back-off).
-const PHASE_LIMIT: Duration = Duration::from_secs(40 * 60);
+/// How long all claims may take to be Bound, and to be gone, unless
+/// `FERROLVM_BENCH_PHASE_MIN` says otherwise (TopoLVM's 100 claims were 69
+/// Bound after 26 min in one run: csi-provisioner's 30 s timeouts, retried
+/// with back-off). A phase that runs out is reported with what it reached,
+/// and a ratio over it is a lower bound, said so.
+fn phase_limit() -> Duration {
+    let min = std::env::var("FERROLVM_BENCH_PHASE_MIN")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(90);
+    Duration::from_secs(min * 60)
+}
 
 /// How long the capacity may take to follow an out-of-band change.
 const CAPACITY_WAIT: Duration = Duration::from_secs(120);
@@ -128,6 +136,9 @@ fn phase(v: Vec<Duration>, total: Duration) -> Phase {
 /// What one driver's run measured.
 struct Run {
     per_node: [usize; 2],
+    /// Claims Bound, and of those volumes gone, within the phase limit.
+    bound_of: usize,
+    gone_of: usize,
     bound: Phase,
     gone: Phase,
     /// Seconds from lvm2's lvcreate of a 512 MiB LV on node1 (then its
@@ -246,13 +257,16 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
     let created: HashMap<&str, Instant> = names.iter().map(String::as_str).zip(created).collect();
     let mut bound: HashMap<String, Duration> = HashMap::new();
     let mut volumes: HashMap<String, String> = HashMap::new();
+    let limit = phase_limit();
     while bound.len() < n {
-        assert!(
-            start.elapsed() < PHASE_LIMIT,
-            "{}: {} of {n} bound in {PHASE_LIMIT:?}",
-            d.name,
-            bound.len()
-        );
+        if start.elapsed() >= limit {
+            eprintln!(
+                "vm_cluster: {}: only {} of {n} Bound at the phase limit ({limit:?})",
+                d.name,
+                bound.len()
+            );
+            break;
+        }
         for p in pvcs.list(&ListParams::default()).await.unwrap().items {
             let name = p.metadata.name.clone().unwrap_or_default();
             let (Some(at), false) = (created.get(name.as_str()), bound.contains_key(&name)) else {
@@ -267,15 +281,15 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
     }
     let all_bound = start.elapsed();
     eprintln!(
-        "vm_cluster: {}: all {n} Bound after {:.1} s",
+        "vm_cluster: {}: {} of {n} Bound after {:.1} s",
         d.name,
+        bound.len(),
         all_bound.as_secs_f64()
     );
     let loaded = memory(d);
     let per_node = [volumes_in(d.vgs[0]), volumes_in(d.vgs[1])];
-    assert_eq!(
-        per_node[0] + per_node[1],
-        n,
+    assert!(
+        per_node[0] + per_node[1] >= bound.len(),
         "{}: every bound claim has its LV",
         d.name
     );
@@ -297,13 +311,16 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
     .await;
     let deleted: HashMap<&str, Instant> = names.iter().map(String::as_str).zip(deleted).collect();
     let mut gone: HashMap<&str, Duration> = HashMap::new();
-    while gone.len() < n {
-        assert!(
-            start.elapsed() < PHASE_LIMIT,
-            "{}: {} of {n} gone in {PHASE_LIMIT:?}",
-            d.name,
-            gone.len()
-        );
+    while gone.len() < volumes.len() {
+        if start.elapsed() >= limit {
+            eprintln!(
+                "vm_cluster: {}: only {} of {} gone at the phase limit ({limit:?})",
+                d.name,
+                gone.len(),
+                volumes.len()
+            );
+            break;
+        }
         let left: Vec<String> = lvs
             .list(&ListParams::default())
             .await
@@ -312,7 +329,7 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
             .into_iter()
             .filter_map(|l| l.metadata.name)
             .collect();
-        for name in &names {
+        for name in names.iter().filter(|n| volumes.contains_key(*n)) {
             let v = &volumes[name];
             if !gone.contains_key(name.as_str()) && !left.contains(v) {
                 gone.insert(name, deleted[name.as_str()].elapsed());
@@ -322,8 +339,10 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
     }
     let all_gone = start.elapsed();
     eprintln!(
-        "vm_cluster: {}: all {n} gone after {:.1} s",
+        "vm_cluster: {}: {} of {} gone after {:.1} s",
         d.name,
+        gone.len(),
+        volumes.len(),
         all_gone.as_secs_f64()
     );
     // Pods may still be terminating: their names come back in the next run.
@@ -356,6 +375,8 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
     .await;
     Run {
         per_node,
+        bound_of: bound.len(),
+        gone_of: gone.len(),
         bound: phase(bound.into_values().collect(), all_bound),
         gone: phase(gone.into_values().collect(), all_gone),
         capacity: [made, removed],
@@ -394,15 +415,22 @@ async fn main() {
     }
 
     println!("\n## {n} claims with pods at once (64 MiB thick, ext4), two nodes in the VM (TCG)");
-    println!("| driver | phase | claims | median s | p99 s | total s |");
+    println!("| driver | phase | claims done of | median s | p99 s | total s |");
     println!("|---|---|---|---|---|---|");
     for (d, r) in drivers.iter().zip(&runs) {
-        for (what, p) in [
-            ("created → Bound", r.bound),
-            ("deleted → LogicalVolume gone", r.gone),
+        for (what, p, done, of) in [
+            ("created → Bound", r.bound, r.bound_of, n),
+            (
+                "deleted → LogicalVolume gone",
+                r.gone,
+                r.gone_of,
+                r.bound_of,
+            ),
         ] {
+            // Short of all: the total is the phase limit, the median and p99 of those done.
+            let total = if done < of { " (limit)" } else { "" };
             println!(
-                "| {} | {what} | {n} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {what} | {done} of {of} | {:.2} | {:.2} | {:.2}{total} |",
                 d.name, p.0, p.1, p.2
             );
         }
@@ -443,6 +471,19 @@ async fn main() {
             t.bound.2 / f.bound.2,
             t.gone.2 / f.gone.2
         );
-        println!("RATIO cluster-bound-{n} {:.1}", t.bound.2 / f.bound.2);
+        if f.bound_of < n {
+            println!(
+                "# no cluster-bound-{n} ratio: ferrolvm bound {} of {n}",
+                f.bound_of
+            );
+        } else {
+            if t.bound_of < n {
+                println!(
+                    "# cluster-bound-{n} is a lower bound: TopoLVM had {} of {n} Bound at the phase limit",
+                    t.bound_of
+                );
+            }
+            println!("RATIO cluster-bound-{n} {:.1}", t.bound.2 / f.bound.2);
+        }
     }
 }
