@@ -38,16 +38,18 @@ pub(super) struct RetireJob {
 
 /// Deactivates the job's LV and, in `vg` (the batch's model), renames it to
 /// a wiping LV tagged with the job's mode. The same volume twice in one
-/// batch (a retried delete) is retired once and both are answered.
-fn retire_one(s: &Session, dm: &Dm, vg: &mut Vg, job: &RetireJob) -> Result<(), VolumeError> {
+/// batch (a retried delete) is retired once and both are answered; a
+/// volume an earlier batch retired (the retry looked it up just before)
+/// is gone, which is what the delete asked for: `Ok(false)`, nothing for
+/// this batch's commit to do for it.
+fn retire_one(s: &Session, dm: &Dm, vg: &mut Vg, job: &RetireJob) -> Result<bool, VolumeError> {
     let name = &job.volume.lv;
-    let lv =
-        s.vg.lv(name)
-            .ok_or_else(|| LvmError::Refused(format!("volume {} vanished", job.volume.name)))?
-            .clone();
+    let Some(lv) = s.vg.lv(name).cloned() else {
+        return Ok(false);
+    };
     if vg.lv(name).is_none() {
-        // Renamed by an earlier job of this batch.
-        return Ok(());
+        // Renamed by an earlier job of this batch: answered with its commit.
+        return Ok(true);
     }
     dm.deactivate(&s.vg, &lv).map_err(LvmError::from)?;
     let hidden = format!("{WIPE_PREFIX}{}", lv.id.dashed().replace('-', ""));
@@ -57,7 +59,7 @@ fn retire_one(s: &Session, dm: &Dm, vg: &mut Vg, job: &RetireJob) -> Result<(), 
         Some(renamed) => renamed.tags = tags,
         None => return Err(LvmError::Refused(format!("{hidden} missing after its rename")).into()),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The wiping LVs of `vg`, with their modes.
@@ -134,7 +136,10 @@ impl NodeEngine {
         let mut retired = Vec::new();
         for job in jobs {
             match retire_one(&s, &dm, &mut vg, &job) {
-                Ok(()) => retired.push(job),
+                Ok(true) => retired.push(job),
+                Ok(false) => {
+                    let _ = job.reply.send(Ok(()));
+                }
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
                 }
