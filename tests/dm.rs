@@ -1473,12 +1473,13 @@ fn deleted_volumes_are_wiped_before_their_extents_are_reused() {
 fn concurrent_deletes_retire_together_and_each_is_wiped() {
     use ferrolvm::node::config::NodeConfig;
     use ferrolvm::node::NodeEngine;
-    let l = Loops::with_dm(1, 256);
+    let l = Loops::with_dm(2, 256);
     l.ferro_ok(&["vgcreate", "-s", "4m", "manyvg", l.dev(0)]);
+    l.ferro_ok(&["vgcreate", "-s", "4m", "keepvg", l.dev(1)]);
     let engine = NodeEngine::new(
         ferrolvm::lvm::host::Host::load(Some(l.devs.clone())),
         NodeConfig::parse(
-            "device-classes:\n  - {name: zero, volume-group: manyvg, default: true, spare-gb: 0}",
+            "device-classes:\n  - {name: zero, volume-group: manyvg, default: true, spare-gb: 0}\n  - {name: none, volume-group: keepvg, spare-gb: 0, wipe: none}",
         )
         .unwrap(),
     );
@@ -1543,6 +1544,25 @@ fn concurrent_deletes_retire_together_and_each_is_wiped() {
     );
     assert!(read.iter().all(|&x| x == 0), "a freed extent kept old data");
     l.assert_vgck_clean("manyvg");
+    // Without a wipe the delete removes the LV at once, under the VG's
+    // commit lock; repeats that queued behind it find it gone and succeed.
+    let kept = engine.create("kept", Some("none"), MIB8, 0).unwrap();
+    let repeats: Vec<_> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| engine.delete(&kept.id)))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for r in &repeats {
+        assert!(r.is_ok(), "a repeated delete without wipe failed: {r:?}");
+    }
+    assert_eq!(
+        l.lvm_ok(&["lvs", "--noheadings", "-o", "lv_name", "keepvg"])
+            .trim(),
+        "",
+        "the unwiped LV is left"
+    );
+    l.assert_vgck_clean("keepvg");
 }
 
 /// The node engine's edges: a size limit is checked before anything is

@@ -49,7 +49,7 @@ pub struct NodeCounters {
 
 /// The kinds of `ReconcileError::kind`, counted from 0 so that a rate is
 /// 0 (not absent) until the first failure.
-const RECONCILE_KINDS: [&str; 4] = ["api", "busy", "volume", "finalizer"];
+const RECONCILE_KINDS: [&str; 5] = ["api", "busy", "in_use", "volume", "finalizer"];
 
 impl Default for NodeCounters {
     fn default() -> Self {

@@ -233,7 +233,11 @@ impl NodeEngine {
                     .commit
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                volumes::remove(&self.host, &v.vg, &v.lv, false)?
+                // A repeated delete that waited here behind the first finds
+                // the LV gone: the volume is deleted, which is its answer.
+                if self.read_vg(&v.vg)?.lv(&v.lv).is_some() {
+                    volumes::remove(&self.host, &v.vg, &v.lv, false)?
+                }
             }
             mode => self.retire(v, mode)?,
         }
