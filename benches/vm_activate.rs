@@ -1,7 +1,8 @@
 //! Benchmark inside the VM (not a test): create+activate and
 //! deactivate+remove of N linear LVs with ferrolvm and with lvm2, on two
 //! identical VGs, interleaved in one run; then each single-op lever alone
-//! (the commit's scan computed, not reread; a static binary, when the image
+//! (the commit's scan computed, not reread; one shared device-mapper handle
+//! and one status check per activation; a static binary, when the image
 //! has `/usr/local/bin/ferrolvm-static`), on and off interleaved. Run with
 //! `cargo run -p vm-tests -- bench`; it needs device-mapper.
 
@@ -108,14 +109,23 @@ fn main() {
         ferrolvm::lvm::volumes::remove(host, "bench-ferro", name, false).unwrap();
         t.elapsed()
     };
+    // And on a host that opens device-mapper afresh for each change and
+    // checks a device's absence twice (the syscall lever off).
+    let per_call = ferrolvm::lvm::host::Host {
+        dm_per_call: true,
+        ..host.clone()
+    };
     let (mut ic, mut ir, mut rc, mut rr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pc, mut pr) = (Vec::new(), Vec::new());
     for i in 0..n {
         ic.push(in_create(&host, &format!("in{i}")));
         rc.push(in_create(&reread, &format!("rr{i}")));
+        pc.push(in_create(&per_call, &format!("pc{i}")));
     }
     for i in 0..n {
         ir.push(in_remove(&host, &format!("in{i}")));
         rr.push(in_remove(&reread, &format!("rr{i}")));
+        pr.push(in_remove(&per_call, &format!("pc{i}")));
     }
     // Thin LVs in a pool of each tool.
     run(Command::new(ferro).args([
@@ -218,6 +228,7 @@ fn main() {
     println!("| linear LVs ({n} each, interleaved, in the VM under TCG) | ferrolvm median | ferrolvm p99 | lvm2 median | lvm2 p99 | lvm2/ferrolvm (median) |");
     println!("|---|---|---|---|---|---|");
     let (fc2, fr2, ic2, ir2) = (fc.clone(), fr.clone(), ic.clone(), ir.clone());
+    let (ic3, ir3) = (ic.clone(), ir.clone());
     row("create + activate (CLI)", fc, lc.clone());
     row("deactivate + remove (CLI)", fr, lr.clone());
     row("create + activate (in-process, node plugin path)", ic, lc);
@@ -245,6 +256,16 @@ fn main() {
         "scan computed from the plan: deactivate + remove, in-process",
         ir2,
         rr,
+    );
+    row(
+        "one shared device-mapper handle, one status check: create + activate, in-process",
+        ic3,
+        pc,
+    );
+    row(
+        "one shared device-mapper handle, one status check: deactivate + remove, in-process",
+        ir3,
+        pr,
     );
     match fixed {
         Some(_) => {

@@ -96,6 +96,63 @@ fn rss(status: &str) -> (f64, f64) {
     (kib("VmRSS:"), kib("VmHWM:"))
 }
 
+/// A log line without its colours, timestamp and volume names, so that
+/// one kind of warning counts as one line.
+fn warning_kind(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An ANSI colour: ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let words: Vec<String> = plain
+        .split_whitespace()
+        .skip(1)
+        .map(|w| {
+            let named =
+                w.contains("pvc-") || w.chars().filter(|c| c.is_ascii_hexdigit()).count() >= 16;
+            if named {
+                "…".into()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    words.join(" ").chars().take(160).collect()
+}
+
+/// The kinds of warning and error lines in each node plugin's log (the
+/// log beside its pid file), most frequent first: what a slow phase was
+/// waiting on, kept in the bench's output since the VM's files are not.
+fn node_warnings(d: &Driver) {
+    for pid in d.node_pids {
+        let log = pid.replace(".pid", ".log");
+        let text = vmsh(&format!("cat {log}"));
+        let mut kinds: HashMap<String, usize> = HashMap::new();
+        for line in text.lines().filter(|l| {
+            let u = l.to_ascii_uppercase();
+            u.contains("WARN") || u.contains("ERROR")
+        }) {
+            *kinds.entry(warning_kind(line)).or_default() += 1;
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let total: usize = kinds.iter().map(|k| k.1).sum();
+        println!("# {} {log}: {total} warning or error lines", d.name);
+        for (kind, n) in kinds.iter().take(6) {
+            println!("#   {n}× {kind}");
+        }
+    }
+}
+
 /// [node1, node2, controller] (VmRSS, VmHWM) in MiB.
 fn memory(d: &Driver) -> [(f64, f64); 3] {
     let node = |pid: &str| rss(&vmsh(&format!("cat /proc/$(cat {pid})/status")));
@@ -345,6 +402,7 @@ async fn race(c: &kube::Client, d: &Driver, n: usize) -> Run {
         volumes.len(),
         all_gone.as_secs_f64()
     );
+    node_warnings(d);
     // Pods may still be terminating: their names come back in the next run.
     while !pods
         .list(&ListParams::default())

@@ -188,8 +188,16 @@ fn udev_running() -> bool {
     Path::new("/run/udev/control").exists()
 }
 
+/// The process's device-mapper handle, opened and version-checked once:
+/// libdm keeps one control fd per process too, and ioctls on it carry all
+/// their state in their argument, so threads share it.
+static SHARED: std::sync::Mutex<Option<std::sync::Arc<DM>>> = std::sync::Mutex::new(None);
+
 pub struct Dm {
-    dm: DM,
+    dm: std::sync::Arc<DM>,
+    /// The syscall lever off ([`Dm::open_fresh`]): `activate` checks for
+    /// the device before `ensure` checks again, as it once did.
+    per_call: bool,
 }
 
 fn dm_err<'a>(
@@ -208,12 +216,38 @@ impl Dm {
     /// `device-mapper` in /proc/misc) or without its control node means
     /// there is no driver; any other failure is a device-mapper that does
     /// not work.
+    /// The handle is the process's shared one once a first open worked;
+    /// a failed open is not remembered, so the next call tries again.
     pub fn open() -> Result<Dm> {
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dm) = &*shared {
+            return Ok(Dm {
+                dm: dm.clone(),
+                per_call: false,
+            });
+        }
+        let dm = Dm::open_fresh()?;
+        *shared = Some(dm.dm.clone());
+        Ok(Dm {
+            per_call: false,
+            ..dm
+        })
+    }
+
+    /// A handle of its own: a control-node open and a DM_VERSION now, the
+    /// cost every change paid before the handle was shared
+    /// (`Host::dm_per_call`, for the benchmark of the syscall lever).
+    pub fn open_fresh() -> Result<Dm> {
         // Opening the control node proves nothing (any character device
         // opens): ask the driver its version, so a node that is not dm's
         // control, or a driver that fails, is found here and not mid-change.
         DM::new()
-            .and_then(|dm| dm.version().map(|_| Dm { dm }))
+            .and_then(|dm| {
+                dm.version().map(|_| Dm {
+                    dm: std::sync::Arc::new(dm),
+                    per_call: true,
+                })
+            })
             .map_err(|e| {
                 if !driver_in_kernel() {
                     ActivateError::NoDriver("the kernel has no device-mapper driver".into())
@@ -230,7 +264,9 @@ impl Dm {
     /// that is missing or failing is an error, never a silent skip that
     /// would commit metadata while a table still maps the extents.
     pub fn for_host(host: &crate::lvm::host::Host) -> Result<Option<Dm>> {
-        if host.driver_loaded {
+        if host.driver_loaded && host.dm_per_call {
+            Dm::open_fresh().map(Some)
+        } else if host.driver_loaded {
             Dm::open().map(Some)
         } else {
             Ok(None)
@@ -250,11 +286,11 @@ impl Dm {
     /// Creates, loads and resumes the LV's device; `AlreadyThere` if a device
     /// with its uuid exists. A half-made device is removed again on error.
     pub fn activate(&self, vg: &Vg, lv: &Lv, table: &[TableLine]) -> Result<Action> {
-        if self.info(&dm_uuid(vg, lv, None)).is_some() {
+        if self.per_call && self.info(&dm_uuid(vg, lv, None)).is_some() {
             return Ok(Action::AlreadyThere);
         }
-        self.ensure(vg, lv, None, None, table, false)
-            .map(|_| Action::Done)
+        self.ensure_made(vg, lv, None, None, table, false)
+            .map(|(_, action)| action)
     }
 
     /// Loads a new table into an active LV (resize): load, suspend, resume.

@@ -33,6 +33,11 @@ pub struct Host {
     /// from what the commit wrote. Off by default; the benchmarks turn it
     /// on to measure what the reread cost (README, "The single-op path").
     pub reread_after_commit: bool,
+    /// Open device-mapper afresh for every change (a control-node open and
+    /// a DM_VERSION each) and check a device's absence twice before
+    /// creating it, as ferrolvm did before the syscall lever. Off by
+    /// default; the benchmarks turn it on to measure the lever alone.
+    pub dm_per_call: bool,
 }
 
 fn lookup<'a>(nodes: &'a [Node], path: &[&str]) -> Option<&'a Value> {
@@ -126,6 +131,7 @@ impl Host {
             lock_wait: None,
             driver_loaded: true,
             reread_after_commit: false,
+            dm_per_call: false,
         }
     }
 

@@ -13,6 +13,7 @@
 //!   `ferrolvm lvmd` over lvmd's protocol, then `benches/vm_cluster.rs` with
 //!   its controller and nodes beside ferrolvm's on the cluster; the RATIO
 //!   lines of both at the end.
+//! - `bench-lvmd [N]`: the node-level half of `bench-peer` alone.
 //! - `csi-sanity`: the CSI sanity suite against `ferrolvm node --standalone`.
 //! - `cluster-test`: the Kubernetes suite (`tests/cluster.rs`) against a real
 //!   control plane on 127.0.0.1 (see `cluster.rs`).
@@ -246,7 +247,9 @@ fn bench(n: &str) -> Result<(), String> {
     }
 }
 
-fn bench_peer(ops: &str, claims: &str) -> Result<(), String> {
+/// The node-level race alone (`bench-lvmd`): TopoLVM's lvmd against
+/// `ferrolvm lvmd` in one VM; returns its output and the peer's build.
+fn bench_lvmd(ops: &str) -> Result<(qemu::Outcome, cluster::Peer), String> {
     let peer = cluster::Peer::build(&cache_dir())?;
     let payload = format!("/usr/local/bin/vm_peer-tests {ops}\n");
     let extra = vec![("/usr/local/bin/lvmd".to_string(), peer.bin("lvmd"))];
@@ -254,6 +257,11 @@ fn bench_peer(ops: &str, claims: &str) -> Result<(), String> {
     if node.code != Some(0) {
         return Err("the node-level race failed".into());
     }
+    Ok((node, peer))
+}
+
+fn bench_peer(ops: &str, claims: &str) -> Result<(), String> {
+    let (node, peer) = bench_lvmd(ops)?;
     let (mut c, bins) = with_cluster_and(&["vm_cluster"], Some(&peer))?;
     let mut cmd = Command::new(&bins[0].1);
     cmd.args([claims, "ferrolvm", "topolvm"]);
@@ -484,6 +492,9 @@ fn main() -> ExitCode {
             // 200 ext4 volumes with their journals need room on the guest's RAM-backed root.
             boot_with(&payload, &["vm_csi"], &[], true, 6144).and_then(|o| if o.code == Some(0) { Ok(()) } else { Err("the CSI benchmark failed".into()) })
         }
+        Some("bench-lvmd") => {
+            bench_lvmd(args.get(1).map_or("100", String::as_str)).map(|_| ())
+        }
         Some("bench-peer") => bench_peer(
             args.get(1).map_or("100", String::as_str),
             args.get(2).map_or("100", String::as_str),
@@ -516,7 +527,7 @@ fn main() -> ExitCode {
             }
         }),
         _ => Err(
-            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | bench-peer [N] [CLAIMS] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo | cluster-bench [N] [DRIVER...]"
+            "usage: cargo run -p vm-tests -- test [FILTER] | run-script FILE | demo | bench [N] | bench-csi [N] | bench-peer [N] [CLAIMS] | bench-lvmd [N] | csi-sanity | cluster-test | cluster-script FILE | cluster-demo | cluster-bench [N] [DRIVER...]"
                 .into(),
         ),
     };

@@ -42,9 +42,24 @@ impl Dm {
         table: &[TableLine],
         readonly: bool,
     ) -> Result<Device> {
+        self.ensure_made(vg, lv, layer, suffix, table, readonly)
+            .map(|(dev, _)| dev)
+    }
+
+    /// [`Self::ensure`], saying whether it made the device: one status
+    /// ioctl answers both whether to make it and what the caller reports.
+    pub(super) fn ensure_made(
+        &self,
+        vg: &Vg,
+        lv: &Lv,
+        layer: Option<&str>,
+        suffix: Option<&str>,
+        table: &[TableLine],
+        readonly: bool,
+    ) -> Result<(Device, Action)> {
         let uuid = dm_uuid(vg, lv, suffix);
         if let Some(info) = self.info(&uuid) {
-            return Ok(info.device());
+            return Ok((info.device(), Action::AlreadyThere));
         }
         let name = dm_name(&vg.name, &lv.name, layer);
         let dname = DmName::new(&name).map_err(dm_err("name", &name))?;
@@ -94,7 +109,7 @@ impl Dm {
             }
             return Err(cause);
         }
-        Ok(info.device())
+        Ok((info.device(), Action::Done))
     }
 
     fn remove_by_uuid(&self, vg: &Vg, lv: &Lv, suffix: Option<&str>) -> Result<()> {
