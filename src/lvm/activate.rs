@@ -196,7 +196,7 @@ static SHARED: std::sync::Mutex<Option<std::sync::Arc<DM>>> = std::sync::Mutex::
 pub struct Dm {
     dm: std::sync::Arc<DM>,
     /// The syscall lever off ([`Dm::open_fresh`]): `activate` checks for
-    /// the device before `ensure` checks again, as it once did.
+    /// the device before `ensure_made` checks again, as it once did.
     per_call: bool,
 }
 

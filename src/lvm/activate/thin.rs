@@ -32,22 +32,8 @@ fn pool_segment(vg: &Vg, pool: &str) -> Result<(Lv, ThinSegment)> {
 
 impl Dm {
     /// Activates one device (of `lv`, or its `layer`) if absent and returns
-    /// its device number; a half-made device is removed again on error.
-    pub(super) fn ensure(
-        &self,
-        vg: &Vg,
-        lv: &Lv,
-        layer: Option<&str>,
-        suffix: Option<&str>,
-        table: &[TableLine],
-        readonly: bool,
-    ) -> Result<Device> {
-        self.ensure_made(vg, lv, layer, suffix, table, readonly)
-            .map(|(dev, _)| dev)
-    }
-
-    /// [`Self::ensure`], saying whether it made the device: one status
-    /// ioctl answers both whether to make it and what the caller reports.
+    /// its device number and whether it made it (one status ioctl answers
+    /// both); a half-made device is removed again on error.
     pub(super) fn ensure_made(
         &self,
         vg: &Vg,
@@ -152,22 +138,26 @@ impl Dm {
                 .ok_or_else(|| ActivateError::Layout(format!("{}/{n} is missing", vg.name)))
         };
         let (tmeta, tdata) = (lv_of(&metadata)?, lv_of(&data)?);
-        let meta_dev = self.ensure(
-            vg,
-            &tmeta,
-            None,
-            Some("tmeta"),
-            &striped_table(vg, &tmeta, pvs)?,
-            false,
-        )?;
-        let data_dev = self.ensure(
-            vg,
-            &tdata,
-            None,
-            Some("tdata"),
-            &striped_table(vg, &tdata, pvs)?,
-            false,
-        )?;
+        let meta_dev = self
+            .ensure_made(
+                vg,
+                &tmeta,
+                None,
+                Some("tmeta"),
+                &striped_table(vg, &tmeta, pvs)?,
+                false,
+            )?
+            .0;
+        let data_dev = self
+            .ensure_made(
+                vg,
+                &tdata,
+                None,
+                Some("tdata"),
+                &striped_table(vg, &tdata, pvs)?,
+                false,
+            )?
+            .0;
         let len = pool_lv.extent_count() as u64 * vg.extent_size as u64;
         let mut feats = Vec::new();
         if !zero_new_blocks {
@@ -193,14 +183,16 @@ impl Dm {
             params.push(' ');
             params.push_str(f);
         }
-        let tpool = self.ensure(
-            vg,
-            &pool_lv,
-            Some("tpool"),
-            Some("tpool"),
-            &[(0, len, "thin-pool".into(), params)],
-            false,
-        )?;
+        let tpool = self
+            .ensure_made(
+                vg,
+                &pool_lv,
+                Some("tpool"),
+                Some("tpool"),
+                &[(0, len, "thin-pool".into(), params)],
+                false,
+            )?
+            .0;
         // lvm2 (2.03) activates a pool that no thin LV uses as the
         // thin-pool target itself under the public name, with no -pool
         // layer: that device is the pool, and adding a layer would collide
@@ -214,7 +206,7 @@ impl Dm {
             return Ok(tpool);
         }
         let public = format!("{}:{} 0", tpool.major, tpool.minor);
-        self.ensure(
+        self.ensure_made(
             vg,
             &pool_lv,
             None,
