@@ -10,6 +10,8 @@
 //! Run with `cargo run -p vm-tests -- bench-peer [N]`.
 
 mod common;
+#[path = "vm_peer/profile.rs"]
+mod profile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -303,6 +305,148 @@ fn row(what: &str, topolvm: &Timings, ferro: &Timings) -> f64 {
     tm / fm
 }
 
+/// `ferrolvm lvmd` on `config` and `socket`, its log (warnings, and the
+/// group commits' timings) to `log`, `env` added.
+fn ferrolvm_lvmd(
+    bin: &str,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Child {
+    Command::new(bin)
+        .args(["lvmd", "--config", config.to_str().unwrap()])
+        .args(["--socket", socket.to_str().unwrap()])
+        .env("FERROLVM_LOG", "warn,ferrolvm::node::engine::create=debug")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("ferrolvm lvmd")
+}
+
+fn log_len(log: &Path) -> usize {
+    std::fs::read(log).map(|b| b.len()).unwrap_or(0)
+}
+
+fn log_since(log: &Path, from: usize) -> String {
+    let b = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(b.get(from..).unwrap_or_default()).into_owned()
+}
+
+/// Where the concurrent thick creates' time went: each group commit's
+/// phases as ferrolvm timed them, against the row's wall time.
+fn batch_profile(label: &str, wall: Duration, threads: u64, log: &str) {
+    let batches = profile::batches(log);
+    println!();
+    println!("| ferrolvm's group commits during \"{label}\" | jobs | session: lock, scan, parse | model | commit (write, flush) | activations (dm, zero the first 4 KiB) | total |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut sum = 0.0;
+    for (i, b) in batches.iter().enumerate() {
+        sum += b.activated;
+        println!(
+            "| batch {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms ({:.1} per volume) | {:.1} ms |",
+            i + 1,
+            b.jobs,
+            b.opened,
+            b.planned - b.opened,
+            b.committed - b.planned,
+            b.activated - b.committed,
+            (b.activated - b.committed) / b.jobs.max(1) as f64,
+            b.activated
+        );
+    }
+    println!(
+        "\nThe row's wall time {:.1} ms, its group commits {:.1} ms of it; {threads} threads in ferrolvm's lvmd after the row.",
+        wall.as_secs_f64() * 1e3,
+        sum
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    for w in warnings.iter().take(5) {
+        println!("ferrolvm logged: {w}");
+    }
+}
+
+/// A lever's label, the binary (None: not in the VM) and its environment.
+type Variant<'a> = (
+    &'static str,
+    Option<&'a str>,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The memory levers, each alone on a fresh `ferrolvm lvmd` (the race's
+/// daemons are gone): the 30-caller rows of every kind, then idle, peak
+/// and the resident memory by kind, for the glibc build as raced, with
+/// glibc held to one malloc arena, and for the static musl build the
+/// image ships.
+fn memory_levers(rt: &tokio::runtime::Runtime, dir: &Path, ferro: &str, config: &Path, n: usize) {
+    let stat = static_binary();
+    let variants: [Variant; 3] = [
+        ("glibc build, as raced above", Some(ferro), &[]),
+        (
+            "glibc build, MALLOC_ARENA_MAX=1",
+            Some(ferro),
+            &[("MALLOC_ARENA_MAX", "1")],
+        ),
+        ("static musl build (the image's)", stat.as_deref(), &[]),
+    ];
+    let callers = n.min(CALLERS);
+    println!("| memory lever alone: {callers} concurrent callers of each kind | idle VmRSS | peak VmHWM | CreateLV thick, {callers} at once: wall | threads after | {} |", profile::KINDS.join(" | "));
+    println!(
+        "|---|---|---|---|---|{}",
+        "---|".repeat(profile::KINDS.len())
+    );
+    let mut acct = Accounting::start(dir.join("acct-levers"));
+    for (v, (label, bin, env)) in variants.into_iter().enumerate() {
+        let Some(bin) = bin else {
+            println!("| {label} | not measured: no static build in the VM |");
+            continue;
+        };
+        let sock = dir.join(format!("lever-{v}.sock"));
+        let mut child = ferrolvm_lvmd(bin, config, &sock, &dir.join(format!("lever-{v}.log")), env);
+        let ch = rt.block_on(connect(&sock, &mut child));
+        let peer = Peer {
+            name: label,
+            child,
+            ch,
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = status_kib(peer.child.id(), "VmRSS:");
+        let mut create_wall = Duration::ZERO;
+        for (op, class, tag) in [
+            (Op::Create, "thick", "k"),
+            (Op::Resize, "thick", "k"),
+            (Op::Remove, "thick", "k"),
+            (Op::Create, "thin", "t"),
+            (Op::Resize, "thin", "t"),
+            (Op::Remove, "thin", "t"),
+        ] {
+            let names: Vec<String> = (0..callers).map(|i| format!("m{v}{tag}-{i}")).collect();
+            let t = rt.block_on(phase(&peer, op, &names, class, &mut acct));
+            if matches!(op, Op::Create) && class == "thick" {
+                create_wall = t.wall;
+            }
+        }
+        let (kinds, threads) = profile::memory_by_kind(peer.child.id());
+        let by_kind: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .collect();
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB | {:.0} ms | {threads} | {} |",
+            peer.name,
+            idle as f64 / 1024.0,
+            status_kib(peer.child.id(), "VmHWM:") as f64 / 1024.0,
+            create_wall.as_secs_f64() * 1e3,
+            by_kind.join(" | ")
+        );
+    }
+    println!();
+}
+
 fn main() {
     let n = vm_bench_count("bench-peer");
     let ferro = env!("CARGO_BIN_EXE_ferrolvm");
@@ -339,12 +483,8 @@ fn main() {
         .stderr(std::fs::File::create(dir.path().join("lvmd.log")).unwrap())
         .spawn()
         .expect("TopoLVM lvmd");
-    let mut fchild = Command::new(ferro)
-        .args(["lvmd", "--config", fconf.to_str().unwrap()])
-        .args(["--socket", fsock.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("ferrolvm lvmd");
+    let flog = dir.path().join("ferrolvm.log");
+    let mut fchild = ferrolvm_lvmd(ferro, &fconf, &fsock, &flog, &[]);
     let tch = rt.block_on(connect(&tsock, &mut tchild));
     let fch = rt.block_on(connect(&fsock, &mut fchild));
     let peers = [
@@ -378,12 +518,14 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut seen = Vec::new();
+    let mut profiled = None;
     for callers in [1, CALLERS] {
         for (what, op, class, tag) in ops {
             // Interleaved: every chunk of `callers` calls goes to one peer,
             // then the same to the other, so drift in the VM hits both.
             let names: Vec<String> = (0..n).map(|i| format!("{tag}{callers}-{i}")).collect();
             let mut t = [Timings::default(), Timings::default()];
+            let logged = log_len(&flog);
             for chunk in names.chunks(callers) {
                 for (i, p) in peers.iter().enumerate() {
                     let r = rt.block_on(phase(p, op, chunk, class, &mut acct));
@@ -400,6 +542,10 @@ fn main() {
             } else {
                 format!("{what}, {callers} concurrent callers")
             };
+            if callers == CALLERS && what == "CreateLV thick" {
+                let threads = profile::memory_by_kind(peers[1].child.id()).1;
+                profiled = Some((label.clone(), t[1].wall, threads, log_since(&flog, logged)));
+            }
             let ratio = row(&label, &t[0], &t[1]);
             ratios.push((what, callers, ratio));
             seen.push((label, t[0].names(), t[1].names()));
@@ -412,9 +558,16 @@ fn main() {
     for (label, t, f) in &seen {
         println!("| {label} | {t} | {f} |");
     }
+    if let Some((label, wall, threads, log)) = profiled {
+        batch_profile(&label, wall, threads, &log);
+    }
     let peak: Vec<u64> = peers
         .iter()
         .map(|p| status_kib(p.child.id(), "VmHWM:"))
+        .collect();
+    let kinds: Vec<([u64; 6], u64)> = peers
+        .iter()
+        .map(|p| profile::memory_by_kind(p.child.id()))
         .collect();
     println!();
     println!("| resident memory (VmRSS idle; VmHWM, the peak, after the load) | idle | peak |");
@@ -428,6 +581,19 @@ fn main() {
         );
     }
     println!();
+    println!("| resident memory after the load by kind (`/proc/PID/smaps`) | TopoLVM lvmd | ferrolvm lvmd |");
+    println!("|---|---|---|");
+    for (k, kind) in profile::KINDS.iter().enumerate() {
+        println!(
+            "| {kind} | {:.1} MiB | {:.1} MiB |",
+            kinds[0].0[k] as f64 / 1024.0,
+            kinds[1].0[k] as f64 / 1024.0
+        );
+    }
+    println!("| threads | {} | {} |", kinds[0].1, kinds[1].1);
+    println!();
+    drop(peers);
+    memory_levers(&rt, dir.path(), ferro, &fconf, n);
     let pick = |what: &str, callers: usize| {
         ratios
             .iter()

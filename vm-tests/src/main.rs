@@ -252,7 +252,19 @@ fn bench(n: &str) -> Result<(), String> {
 fn bench_lvmd(ops: &str) -> Result<(qemu::Outcome, cluster::Peer), String> {
     let peer = cluster::Peer::build(&cache_dir())?;
     let payload = format!("/usr/local/bin/vm_peer-tests {ops}\n");
-    let extra = vec![("/usr/local/bin/lvmd".to_string(), peer.bin("lvmd"))];
+    // The static build too, for the memory levers.
+    let fixed = image::run(
+        Command::new("bash")
+            .arg("scripts/build-static.sh")
+            .current_dir(workspace()),
+    )?;
+    let extra = vec![
+        ("/usr/local/bin/lvmd".to_string(), peer.bin("lvmd")),
+        (
+            "/usr/local/bin/ferrolvm-static".to_string(),
+            workspace().join(fixed.trim()),
+        ),
+    ];
     let node = boot_extra(&payload, &["vm_peer"], &[], extra, true, 6144)?;
     if node.code != Some(0) {
         return Err("the node-level race failed".into());
