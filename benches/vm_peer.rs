@@ -379,17 +379,21 @@ type Variant<'a> = (
 
 /// The memory levers, each alone on a fresh `ferrolvm lvmd` (the race's
 /// daemons are gone): the 30-caller rows of every kind, then idle, peak
-/// and the resident memory by kind, for the glibc build as raced, with
-/// glibc held to one malloc arena, and for the static musl build the
-/// image ships.
+/// and the resident memory by kind, for the glibc build as raced (one
+/// malloc arena, `src/main.rs`), with glibc's default arena count, and
+/// for the static musl build the image ships.
 fn memory_levers(rt: &tokio::runtime::Runtime, dir: &Path, ferro: &str, config: &Path, n: usize) {
     let stat = static_binary();
     let variants: [Variant; 3] = [
-        ("glibc build, as raced above", Some(ferro), &[]),
         (
-            "glibc build, MALLOC_ARENA_MAX=1",
+            "glibc build, one malloc arena (as raced above)",
             Some(ferro),
-            &[("MALLOC_ARENA_MAX", "1")],
+            &[],
+        ),
+        (
+            "glibc build, glibc's default arenas (MALLOC_ARENA_MAX=16: 8 per core)",
+            Some(ferro),
+            &[("MALLOC_ARENA_MAX", "16")],
         ),
         ("static musl build (the image's)", stat.as_deref(), &[]),
     ];
